@@ -1,0 +1,1 @@
+"""Coordinates and cameras (numpy only; no torch needed here)."""

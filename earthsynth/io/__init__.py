@@ -1,0 +1,1 @@
+"""Files in and out: rasters, scenes, meshes, point clouds, splats."""

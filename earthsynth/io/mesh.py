@@ -1,0 +1,420 @@
+"""Triangle meshes in memory and on disk (GLB / OBJ) and PLY point clouds.
+
+The point cloud functions live in `earthsynth.io.pointcloud` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import trimesh
+from PIL import Image
+
+from earthsynth.errors import ConfigError, InputFileError
+from earthsynth.geo.frames import ENUFrame
+from earthsynth.io.atomic import atomic_path
+from earthsynth.io.pointcloud import read_point_cloud_ply, write_point_cloud_ply  # noqa: F401 (re-exported)
+
+
+@dataclass
+class TexturedMesh:
+    """A triangle mesh in world (ENU metre) coordinates with an optional texture atlas.
+
+    UV convention (glTF's): uv (0, 0) is the top-left corner of the texture image, u to the right, v down;
+    texel (row i, col j) has its centre at uv ((j + .5) / W, (i + .5) / H). UVs are per vertex, so vertices
+    are duplicated along UV seams; `watertight` questions are asked after welding positions.
+    """
+
+    vertices_n3: np.ndarray                    # float64, ENU metres
+    faces_f3: np.ndarray                       # int64 vertex indices, counter-clockwise seen from outside
+    uvs_n2: np.ndarray | None = None           # float32 per-vertex texture coordinates
+    texture_hw3: np.ndarray | None = None      # uint8 RGB texture atlas
+    vertex_colors_n3: np.ndarray | None = None # float32 in [0, 1], used when there is no texture
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.vertices_n3 = np.asarray(self.vertices_n3, dtype=np.float64).reshape(-1, 3)
+        self.faces_f3 = np.asarray(self.faces_f3, dtype=np.int64).reshape(-1, 3)
+
+    @property
+    def num_faces(self) -> int:
+        return int(self.faces_f3.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------------- frames
+# glTF (and OBJ as Blender reads it) is Y-up: ENU (east, north, up) is stored as (east, up, -north).
+# Both maps only permute and negate, so positions survive a round trip bit for bit.
+
+def enu_to_y_up(points_n3) -> np.ndarray:
+    p = np.asarray(points_n3, np.float64)
+    return np.stack([p[:, 0], p[:, 2], -p[:, 1]], axis=1)
+
+
+def y_up_to_enu(points_n3) -> np.ndarray:
+    p = np.asarray(points_n3, np.float64)
+    return np.stack([p[:, 0], -p[:, 2], p[:, 1]], axis=1)
+
+
+def _origin_dict(origin) -> dict | None:
+    if origin is None:
+        return None
+    values = origin.to_dict() if hasattr(origin, "to_dict") else dict(origin)
+    try:
+        return {"lon": float(values["lon"]), "lat": float(values["lat"]), "alt": float(values.get("alt", 0.0))}
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"origin must be an ENUFrame or a dict with lon, lat, alt; got {origin!r}") from None
+
+
+def _check_mesh(mesh: TexturedMesh) -> None:
+    n = len(mesh.vertices_n3)
+    if mesh.num_faces and (mesh.faces_f3.min() < 0 or mesh.faces_f3.max() >= n):
+        raise ConfigError(f"mesh faces index vertices outside 0..{n - 1}")
+    if not np.isfinite(mesh.vertices_n3).all():
+        raise ConfigError("mesh vertices contain NaN or infinite values")
+    if (mesh.uvs_n2 is None) != (mesh.texture_hw3 is None):
+        raise ConfigError("a textured mesh needs both uvs_n2 and texture_hw3 (or neither)")
+    if mesh.uvs_n2 is not None and np.shape(mesh.uvs_n2) != (n, 2):
+        raise ConfigError(f"uvs_n2 must be ({n}, 2), got {np.shape(mesh.uvs_n2)}")
+    if mesh.texture_hw3 is not None:
+        texture = np.asarray(mesh.texture_hw3)
+        if texture.dtype != np.uint8 or texture.ndim != 3 or texture.shape[2] != 3:
+            raise ConfigError(f"texture_hw3 must be uint8 (H, W, 3), got {texture.dtype} {texture.shape}")
+
+
+# ---------------------------------------------------------------------------------------------------- GLB
+
+def _trimesh_of(mesh: TexturedMesh) -> trimesh.Trimesh:
+    visual = None
+    if mesh.texture_hw3 is not None:
+        # trimesh keeps OpenGL's v-up UVs and flips v when it writes glTF; flip here so the file holds ours.
+        # Done in float64, 1 - (1 - v) gives back the float32 v exactly.
+        uv = np.asarray(mesh.uvs_n2, np.float32).astype(np.float64)
+        uv_gl = np.stack([uv[:, 0], 1.0 - uv[:, 1]], axis=1)
+        material = trimesh.visual.material.PBRMaterial(
+            baseColorTexture=Image.fromarray(np.ascontiguousarray(mesh.texture_hw3), "RGB"),
+            metallicFactor=0.0, roughnessFactor=1.0, doubleSided=True)
+        visual = trimesh.visual.TextureVisuals(uv=uv_gl, material=material)
+    elif mesh.vertex_colors_n3 is not None:
+        colors = np.clip(np.round(np.asarray(mesh.vertex_colors_n3, np.float64) * 255), 0, 255).astype(np.uint8)
+        visual = trimesh.visual.ColorVisuals(vertex_colors=colors)
+    return trimesh.Trimesh(enu_to_y_up(mesh.vertices_n3), mesh.faces_f3, visual=visual, process=False)
+
+
+def _set_buffer_view_targets(tree: dict) -> None:
+    """Mark vertex and index buffer views as such (trimesh leaves `target` out; glTF validators hint at it)."""
+    for gltf_mesh in tree.get("meshes", []):
+        for primitive in gltf_mesh.get("primitives", []):
+            for accessor in primitive.get("attributes", {}).values():
+                tree["bufferViews"][tree["accessors"][accessor]["bufferView"]]["target"] = 34962  # ARRAY_BUFFER
+            if "indices" in primitive:
+                tree["bufferViews"][tree["accessors"][primitive["indices"]]["bufferView"]]["target"] = 34963
+
+
+def write_glb(path, mesh: TexturedMesh, *, origin=None, unlit: bool = True) -> Path:
+    """Write a (textured) GLB; ENU metres become glTF's Y-up frame, positions are stored as float32.
+
+    origin: the scene origin (ENUFrame or {lon, lat, alt}), kept in the glTF `asset.extras.origin`.
+    unlit: textures from satellite photos already hold their lighting, so materials are marked
+    KHR_materials_unlit (viewers show the texture as is); the PBR factors remain for viewers without it."""
+    _check_mesh(mesh)
+    origin_extras = _origin_dict(origin)
+    scene = trimesh.Scene()
+    scene.add_geometry(_trimesh_of(mesh), geom_name="mesh", node_name="mesh")
+
+    def edit_tree(tree: dict) -> None:
+        tree["asset"]["generator"] = "earthsynth"
+        tree["asset"]["extras"] = {"frame": "ENU metres stored as glTF Y-up: (east, up, -north)",
+                                   **({"origin": origin_extras} if origin_extras else {})}
+        _set_buffer_view_targets(tree)
+        if unlit and tree.get("materials") and mesh.texture_hw3 is not None:
+            for material in tree["materials"]:
+                material.setdefault("extensions", {})["KHR_materials_unlit"] = {}
+            tree["extensionsUsed"] = sorted(set(tree.get("extensionsUsed", [])) | {"KHR_materials_unlit"})
+
+    blob = trimesh.exchange.gltf.export_glb(scene, include_normals=False, tree_postprocessor=edit_tree)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(blob)
+    return Path(path)
+
+
+def _glb_chunks(path: Path) -> tuple[dict, bytes]:
+    """The JSON and BIN chunks of a GLB, checked enough to say clearly when a file is not one."""
+    blob = path.read_bytes()
+    if len(blob) < 20 or blob[:4] != b"glTF":
+        raise InputFileError("not a GLB file (no 'glTF' magic)", path=path,
+                             hint="export the mesh as binary glTF (.glb)")
+    version, total, json_length, chunk_type = struct.unpack_from("<III4s", blob, 4)
+    if version != 2 or chunk_type != b"JSON" or len(blob) < total:
+        raise InputFileError(f"incomplete or unsupported GLB (version {version}, {len(blob)} of {total} bytes)",
+                             path=path, hint="copy or export the file again")
+    try:
+        gltf = json.loads(blob[20:20 + json_length])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputFileError(f"corrupt GLB JSON chunk ({exc})", path=path, hint="export the file again") from None
+    bin_at = 20 + json_length
+    bin_chunk = b""
+    if bin_at + 8 <= len(blob) and blob[bin_at + 4:bin_at + 8] == b"BIN\0":
+        bin_length = struct.unpack_from("<I", blob, bin_at)[0]
+        bin_chunk = blob[bin_at + 8:bin_at + 8 + bin_length]
+    return gltf, bin_chunk
+
+
+def _stored_texcoords(gltf: dict, bin_chunk: bytes) -> np.ndarray | None:
+    """TEXCOORD_0 of a one-primitive GLB exactly as stored. trimesh flips v in float32 when it loads,
+    which rounds; our files have one primitive, so their UVs are taken from the file instead."""
+    primitives = [p for mesh in gltf.get("meshes", []) for p in mesh.get("primitives", [])]
+    if len(primitives) != 1 or "TEXCOORD_0" not in primitives[0].get("attributes", {}):
+        return None
+    accessor = gltf["accessors"][primitives[0]["attributes"]["TEXCOORD_0"]]
+    if accessor.get("componentType") != 5126 or accessor.get("type") != "VEC2" or "bufferView" not in accessor \
+            or "sparse" in accessor:
+        return None
+    view = gltf["bufferViews"][accessor["bufferView"]]
+    start = view.get("byteOffset", 0) + accessor.get("byteOffset", 0)
+    stride, count = view.get("byteStride", 8), accessor["count"]
+    if view.get("buffer", 0) != 0 or start + stride * (count - 1) + 8 > len(bin_chunk):
+        return None
+    return np.ndarray((count, 2), "<f4", buffer=bin_chunk, offset=start, strides=(stride, 4)).astype(np.float32)
+
+
+def _load_scene(path: Path) -> trimesh.Scene:
+    try:
+        scene = trimesh.load(path, file_type="glb", force="scene", process=False)
+    except Exception as exc:   # trimesh raises many kinds (ValueError, KeyError, struct.error, ...)
+        raise InputFileError(f"cannot be read as a mesh ({type(exc).__name__}: {exc})", path=path,
+                             hint="check that the file is complete; export it again") from None
+    if not scene.geometry:
+        raise InputFileError("holds no triangle mesh", path=path, hint="export a file with at least one mesh")
+    return scene
+
+
+def _texture_of(geometry, path: Path):
+    visual = geometry.visual
+    if not isinstance(visual, trimesh.visual.TextureVisuals) or visual.uv is None:
+        return None, None
+    material = visual.material
+    image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+    if image is None:
+        return None, None
+    uv_gl = np.asarray(visual.uv, np.float64)
+    uvs = np.stack([uv_gl[:, 0], 1.0 - uv_gl[:, 1]], axis=1).astype(np.float32)
+    try:
+        return uvs, np.asarray(image.convert("RGB"), np.uint8)
+    except (OSError, SyntaxError, ValueError) as exc:   # PIL's errors for a truncated / corrupt image
+        raise InputFileError(f"its texture image cannot be decoded ({exc})", path=path,
+                             hint="the embedded texture is damaged; export the mesh again") from None
+
+
+def _declares_texture(gltf: dict) -> bool:
+    materials = gltf.get("materials", [])
+    used = {p["material"] for mesh in gltf.get("meshes", []) for p in mesh.get("primitives", []) if "material" in p}
+    return any("baseColorTexture" in materials[i].get("pbrMetallicRoughness", {})
+               for i in used if i < len(materials))
+
+
+def _one_mesh_of(scene: trimesh.Scene, path: Path) -> TexturedMesh:
+    parts = []
+    for node in scene.graph.nodes_geometry:
+        matrix, geometry_name = scene.graph[node]
+        geometry = scene.geometry[geometry_name]
+        vertices = np.asarray(geometry.vertices, np.float64)
+        if not np.array_equal(matrix, np.eye(4)):
+            vertices = vertices @ matrix[:3, :3].T + matrix[:3, 3]
+        uvs, texture = _texture_of(geometry, path)
+        colors = None
+        if texture is None and isinstance(geometry.visual, trimesh.visual.ColorVisuals) \
+                and geometry.visual.kind == "vertex":
+            colors = (np.asarray(geometry.visual.vertex_colors)[:, :3] / 255.0).astype(np.float32)
+        parts.append(TexturedMesh(vertices, np.asarray(geometry.faces), uvs, texture, colors))
+    if len(parts) == 1:
+        return parts[0]
+    if any(p.texture_hw3 is not None for p in parts):
+        raise InputFileError(f"holds {len(parts)} meshes with textures; a TexturedMesh has one texture atlas",
+                             path=path, hint="join the meshes and bake their textures into one atlas first")
+    offsets = np.cumsum([0] + [len(p.vertices_n3) for p in parts[:-1]])
+    return TexturedMesh(np.concatenate([p.vertices_n3 for p in parts]),
+                        np.concatenate([p.faces_f3 + o for p, o in zip(parts, offsets, strict=True)]))
+
+
+def read_glb(path) -> tuple[TexturedMesh, "ENUFrame | None"]:
+    """Read a GLB written by `write_glb` (or any glTF binary with one textured mesh) back into ENU metres.
+
+    Returns the mesh and the scene origin from `asset.extras.origin` (None when the file has none)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError("no such file", path=path, hint="check the path and the file name")
+    gltf, bin_chunk = _glb_chunks(path)
+    extras = gltf.get("asset", {}).get("extras") or {}
+    mesh = _one_mesh_of(_load_scene(path), path)
+    if mesh.texture_hw3 is None and _declares_texture(gltf):
+        # trimesh drops a texture it cannot decode without a word; a silently untextured mesh is worse
+        raise InputFileError("declares a texture that cannot be decoded (corrupt or missing image)", path=path,
+                             hint="the embedded texture is damaged; export the mesh again")
+    mesh.vertices_n3 = y_up_to_enu(mesh.vertices_n3)
+    stored_uvs = _stored_texcoords(gltf, bin_chunk) if mesh.uvs_n2 is not None else None
+    if stored_uvs is not None and stored_uvs.shape == mesh.uvs_n2.shape:
+        mesh.uvs_n2 = stored_uvs
+    origin = extras.get("origin")
+    return mesh, (ENUFrame.from_dict(origin) if origin else None)
+
+
+# ---------------------------------------------------------------------------------------------------- OBJ
+
+def _obj_up_axis(lines: list[str]) -> str:
+    for line in lines[:20]:
+        if line.startswith("# earthsynth up_axis="):
+            return line.split("=", 1)[1].strip()
+    return "y"                                   # the usual OBJ convention (Blender, three.js)
+
+
+def write_obj(path, mesh: TexturedMesh, *, up_axis: str = "y") -> Path:
+    """Write a Wavefront OBJ; when textured also `<stem>.mtl` and `<stem>.png` beside it (each atomic,
+    the OBJ last, so a complete OBJ always has its material and texture).
+
+    up_axis "y" stores ENU as (east, up, -north) like the GLB (Blender's OBJ default), "z" stores ENU as
+    it is (GIS tools); a comment line records the choice for `read_obj`. Vertex colours without a texture
+    use the common `v x y z r g b` extension. Numbers are written with 17 digits: a round trip is exact."""
+    if up_axis not in ("y", "z"):
+        raise ConfigError(f"up_axis must be 'y' or 'z', got {up_axis!r}")
+    _check_mesh(mesh)
+    path = Path(path)
+    vertices = enu_to_y_up(mesh.vertices_n3) if up_axis == "y" else mesh.vertices_n3
+    header = [f"# earthsynth up_axis={up_axis}", "# ENU metres" + (" as (east, up, -north)" if up_axis == "y" else "")]
+    textured = mesh.texture_hw3 is not None
+    if textured:
+        with atomic_path(path.with_suffix(".png")) as tmp:
+            Image.fromarray(np.ascontiguousarray(mesh.texture_hw3), "RGB").save(tmp)
+        with atomic_path(path.with_suffix(".mtl")) as tmp:
+            tmp.write_text(f"newmtl texture\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\n"
+                           f"map_Kd {path.with_suffix('.png').name}\n")
+        header += [f"mtllib {path.with_suffix('.mtl').name}", "usemtl texture"]
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write("\n".join(header) + "\n")
+        if mesh.vertex_colors_n3 is not None and not textured:
+            colors = np.asarray(mesh.vertex_colors_n3, np.float64)
+            np.savetxt(f, np.hstack([vertices, colors]), fmt="v" + " %.17g" * 6)
+        else:
+            np.savetxt(f, vertices, fmt="v %.17g %.17g %.17g")
+        if textured:                             # OBJ texture coordinates are v-up
+            uv = np.asarray(mesh.uvs_n2, np.float32).astype(np.float64)
+            np.savetxt(f, np.stack([uv[:, 0], 1.0 - uv[:, 1]], axis=1), fmt="vt %.17g %.17g")
+            one = mesh.faces_f3 + 1
+            np.savetxt(f, np.repeat(one, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
+        else:
+            np.savetxt(f, mesh.faces_f3 + 1, fmt="f %d %d %d")
+    return path
+
+
+def _parse_obj(lines: list[str], path: Path):
+    """-> positions (n, 3|6), uvs (m, 2), corner index pairs (k, 2) with -1 for "no uv", mtllib or None."""
+    positions, uvs, corners, mtllib = [], [], [], None
+    for number, line in enumerate(lines, start=1):
+        token, _, rest = line.strip().partition(" ")
+        try:
+            if token == "v":
+                positions.append([float(x) for x in rest.split()])
+            elif token == "vt":
+                uvs.append([float(x) for x in rest.split()[:2]])
+            elif token == "f":
+                refs = [_obj_ref(r, len(positions), len(uvs)) for r in rest.split()]
+                for i in range(1, len(refs) - 1):          # fan-triangulate polygons
+                    corners += [refs[0], refs[i], refs[i + 1]]
+            elif token == "mtllib":
+                mtllib = rest.strip()
+        except (ValueError, IndexError):
+            raise InputFileError(f"line {number} is not valid OBJ: {line.strip()[:80]!r}", path=path,
+                                 hint="check that the file is complete; export it again") from None
+    if not positions or len({len(p) for p in positions}) != 1 or len(positions[0]) not in (3, 6):
+        raise InputFileError("has no vertices, or vertices of mixed length", path=path,
+                             hint="write one 'v x y z' (or 'v x y z r g b') line per vertex")
+    return np.array(positions), np.array(uvs).reshape(-1, 2), np.array(corners, np.int64).reshape(-1, 2), mtllib
+
+
+def _obj_ref(ref: str, n_positions: int, n_uvs: int) -> tuple[int, int]:
+    """'v', 'v/vt', 'v//vn' or 'v/vt/vn' (1-based, negative = relative) -> 0-based (v, vt or -1)."""
+    parts = ref.split("/")
+    v = int(parts[0])
+    vt = int(parts[1]) if len(parts) > 1 and parts[1] else 0
+    v = v - 1 if v > 0 else n_positions + v
+    vt = (vt - 1 if vt > 0 else n_uvs + vt) if vt else -1
+    if not 0 <= v < n_positions or vt >= n_uvs:
+        raise IndexError(ref)
+    return v, vt
+
+
+def _obj_texture(obj_path: Path, mtllib: str | None) -> np.ndarray | None:
+    if mtllib is None:
+        return None
+    mtl_path = obj_path.parent / mtllib
+    if not mtl_path.is_file():
+        raise InputFileError(f"names the material file {mtllib!r}, which is missing", path=obj_path,
+                             hint="keep the .mtl and its texture next to the .obj")
+    maps = [line.split()[-1] for line in mtl_path.read_text().splitlines() if line.strip().startswith("map_Kd")]
+    if not maps:
+        return None
+    if len(set(maps)) > 1:
+        raise InputFileError(f"uses {len(set(maps))} textures; a TexturedMesh has one texture atlas",
+                             path=mtl_path, hint="bake the textures into one atlas first")
+    try:
+        return np.asarray(Image.open(mtl_path.parent / maps[0]).convert("RGB"), np.uint8)
+    except OSError as exc:
+        raise InputFileError(f"texture {maps[0]!r} cannot be read ({exc})", path=mtl_path,
+                             hint="check that the texture image is next to the .mtl and complete") from None
+
+
+def read_obj(path, *, up_axis: str | None = None) -> TexturedMesh:
+    """Read an OBJ (+ .mtl + texture) into ENU metres. up_axis: as written (see `write_obj`); by default
+    the file's `# earthsynth up_axis=` comment, else "y". Corners with distinct (v, vt) pairs become
+    distinct vertices, as UVs are per vertex."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError("no such file", path=path, hint="check the path and the file name")
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"cannot be read as text ({exc})", path=path,
+                             hint="is it really an OBJ file?") from None
+    positions, uvs_gl, corners, mtllib = _parse_obj(lines, path)
+    up_axis = up_axis or _obj_up_axis(lines)
+    texture = _obj_texture(path, mtllib)
+    uvs = None
+    if texture is not None and len(uvs_gl) and (corners[:, 1] >= 0).all():
+        if len(uvs_gl) == len(positions) and (corners[:, 0] == corners[:, 1]).all():
+            keep = uv_index = np.arange(len(positions))      # vertex i has uv i (our files): keep the order
+            faces = corners[:, 0].reshape(-1, 3)
+        else:
+            pairs, inverse = np.unique(corners, axis=0, return_inverse=True)
+            keep, uv_index, faces = pairs[:, 0], pairs[:, 1], inverse.reshape(-1, 3)
+        positions, uv = positions[keep], uvs_gl[uv_index]
+        uvs = np.stack([uv[:, 0], 1.0 - uv[:, 1]], axis=1).astype(np.float32)
+    else:
+        texture, faces = None, corners[:, 0].reshape(-1, 3)
+    xyz = positions[:, :3]
+    colors = positions[:, 3:6].astype(np.float32) if positions.shape[1] == 6 else None
+    vertices = y_up_to_enu(xyz) if up_axis == "y" else xyz
+    return TexturedMesh(vertices, faces, uvs, texture, None if texture is not None else colors)
+
+
+# ---------------------------------------------------------------------------------------------------- topology
+
+def weld(mesh: TexturedMesh) -> TexturedMesh:
+    """Merge vertices with identical positions (UV seams duplicate them); UVs and texture are dropped,
+    vertex colours keep the first duplicate's value."""
+    unique, first, inverse = np.unique(mesh.vertices_n3, axis=0, return_index=True, return_inverse=True)
+    colors = None if mesh.vertex_colors_n3 is None else np.asarray(mesh.vertex_colors_n3)[first]
+    return TexturedMesh(unique, inverse.reshape(-1)[mesh.faces_f3], vertex_colors_n3=colors,
+                        metadata=dict(mesh.metadata))
+
+
+def is_watertight(mesh: TexturedMesh) -> bool:
+    """True when, after welding positions, every edge is shared by exactly two faces."""
+    if mesh.num_faces == 0:
+        return False
+    faces = weld(mesh).faces_f3
+    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    return bool((counts == 2).all())

@@ -1,0 +1,228 @@
+"""Numba kernels of the triangle rasteriser: homogeneous 2D rasterisation (Olano & Greer 1997).
+
+Every vertex arrives as a homogeneous image point h = (x, y, w): for a pinhole camera h = K p_cam (so w = z_cam),
+for an orthographic camera h = (u, v, 1). For a triangle with columns M = [h0 h1 h2] and pixel p = (u, v, 1), the
+three edge functions e = adj(M) p are linear in (u, v); after flipping their sign by sign(det M):
+
+* the pixel is covered iff e0, e1, e2 >= 0 and S = e0 + e1 + e2 > 0 -- for a pinhole this rejects the half of the
+  ray behind the camera, so triangles crossing the camera plane need no clipping;
+* b = e / S are the (perspective-correct) barycentrics w.r.t. the original triangle;
+* depth along the optical axis is (q . e + q3) / S with q3 = |det M| (pinhole) or q = z_i (orthographic).
+
+Watertightness: the rows of adj(M) are cross products of vertex pairs, so two triangles sharing an edge (same
+winding) get edge functions that are exact floating-point negatives of each other, as long as both evaluate them
+the same way: e = a * j + (b * i + c) per pixel, never incrementally from a triangle-dependent start. A pixel centre
+exactly on the shared edge is then covered by at least one of them (both tests are inclusive), never by neither.
+The kernels are compiled without fastmath so that LLVM does not contract these into FMAs differently per use.
+
+Determinism: the image is split into row stripes processed in parallel; inside a stripe triangles are drawn in
+index order and a fragment replaces the stored one only if strictly nearer, so ties go to the smaller triangle id no
+matter how the bands are scheduled.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# coefficient layout per triangle: edge rows (a, b, c) x 3, then depth numerator q0, q1, q2, q3
+NUM_COEFFICIENTS = 13
+SPAN_MARGIN_PX = 1e-6
+
+
+@njit(cache=True)
+def _clip_extend(bounds, xa, ya, wa, xb, yb, wb, near):
+    """Extend bounds (u_min, u_max, v_min, v_max) by vertex a if in front of the near plane, and by the point
+    where edge a -> b crosses it (Sutherland-Hodgman against one plane, so that vertices behind the camera do not
+    produce mirrored, meaningless projections)."""
+    u_min, u_max, v_min, v_max = bounds
+    if wa >= near:
+        u, v = xa / wa, ya / wa
+        u_min, u_max, v_min, v_max = min(u_min, u), max(u_max, u), min(v_min, v), max(v_max, v)
+    if (wa >= near) != (wb >= near):
+        t = (near - wa) / (wb - wa)
+        u, v = (xa + t * (xb - xa)) / near, (ya + t * (yb - ya)) / near
+        u_min, u_max, v_min, v_max = min(u_min, u), max(u_max, u), min(v_min, v), max(v_max, v)
+    return u_min, u_max, v_min, v_max
+
+
+@njit(cache=True, inline="never")
+def _clipped_bounds(x0, y0, w0, x1, y1, w1, x2, y2, w2, near):
+    """Bounds of the part of a triangle in front of the near plane. Kept out of line: inlined, this rare path
+    slowed the whole setup loop down threefold."""
+    bounds = (np.inf, -np.inf, np.inf, -np.inf)
+    bounds = _clip_extend(bounds, x0, y0, w0, x1, y1, w1, near)
+    bounds = _clip_extend(bounds, x1, y1, w1, x2, y2, w2, near)
+    return _clip_extend(bounds, x2, y2, w2, x0, y0, w0, near)
+
+
+@njit(cache=True)
+def _pixel_range(lo, hi, size):
+    """Integer pixel centres inside [lo, hi], clamped to [0, size - 1]; a tiny margin guards against the
+    bounding box (computed by division) disagreeing with the edge functions on a pixel exactly at a vertex."""
+    lo = max(lo - 1e-6, -1.0)
+    hi = min(hi + 1e-6, float(size))
+    if not (lo <= hi):  # also catches NaN
+        return 1, 0
+    return max(0, int(math.ceil(lo))), min(size - 1, int(math.floor(hi)))
+
+
+@njit(cache=True, parallel=True)
+def setup_triangles(hom_n3, depth_n, faces_f3, perspective, near, width, height, cull_back):
+    """Per-triangle edge/depth coefficients (F, 13) and pixel bounding boxes (F, 4) = row0, row1, col0, col1.
+
+    Triangles that cannot produce a fragment (degenerate, non-finite, entirely behind the near plane, culled,
+    off-image) get an empty box (row0 > row1)."""
+    n_faces = faces_f3.shape[0]
+    coef_f13 = np.zeros((n_faces, NUM_COEFFICIENTS))
+    bbox_f4 = np.empty((n_faces, 4), np.int64)
+    for f in prange(n_faces):
+        bbox_f4[f, 0], bbox_f4[f, 1], bbox_f4[f, 2], bbox_f4[f, 3] = 1, 0, 1, 0
+        i0, i1, i2 = faces_f3[f, 0], faces_f3[f, 1], faces_f3[f, 2]
+        x0, y0, w0 = hom_n3[i0, 0], hom_n3[i0, 1], hom_n3[i0, 2]
+        x1, y1, w1 = hom_n3[i1, 0], hom_n3[i1, 1], hom_n3[i1, 2]
+        x2, y2, w2 = hom_n3[i2, 0], hom_n3[i2, 1], hom_n3[i2, 2]
+        if perspective and w0 < near and w1 < near and w2 < near:
+            continue  # entirely behind the near plane
+        # rows of adj(M): h1 x h2, h2 x h0, h0 x h1 (exactly antisymmetric in the vertex pair)
+        a0, b0, c0 = y1 * w2 - w1 * y2, w1 * x2 - x1 * w2, x1 * y2 - y1 * x2
+        a1, b1, c1 = y2 * w0 - w2 * y0, w2 * x0 - x2 * w0, x2 * y0 - y2 * x0
+        a2, b2, c2 = y0 * w1 - w0 * y1, w0 * x1 - x0 * w1, x0 * y1 - y0 * x1
+        det = x0 * a0 + y0 * b0 + w0 * c0
+        if det == 0.0 or not np.isfinite(det):
+            continue
+        if cull_back and det > 0.0:  # det < 0 <=> counter-clockwise as seen from the camera
+            continue
+        sign = 1.0 if det > 0.0 else -1.0
+        coef_f13[f, 0], coef_f13[f, 1], coef_f13[f, 2] = sign * a0, sign * b0, sign * c0
+        coef_f13[f, 3], coef_f13[f, 4], coef_f13[f, 5] = sign * a1, sign * b1, sign * c1
+        coef_f13[f, 6], coef_f13[f, 7], coef_f13[f, 8] = sign * a2, sign * b2, sign * c2
+        if perspective:
+            coef_f13[f, 12] = abs(det)
+            if w0 >= near and w1 >= near and w2 >= near:
+                u0, u1, u2, v0, v1, v2 = x0 / w0, x1 / w1, x2 / w2, y0 / w0, y1 / w1, y2 / w2
+                u_min, u_max, v_min, v_max = min(u0, u1, u2), max(u0, u1, u2), min(v0, v1, v2), max(v0, v1, v2)
+            else:
+                u_min, u_max, v_min, v_max = _clipped_bounds(x0, y0, w0, x1, y1, w1, x2, y2, w2, near)
+        else:
+            coef_f13[f, 9], coef_f13[f, 10], coef_f13[f, 11] = depth_n[i0], depth_n[i1], depth_n[i2]
+            u_min, u_max = min(x0, x1, x2), max(x0, x1, x2)
+            v_min, v_max = min(y0, y1, y2), max(y0, y1, y2)
+        row0, row1 = _pixel_range(v_min, v_max, height)
+        col0, col1 = _pixel_range(u_min, u_max, width)
+        if row0 <= row1 and col0 <= col1:
+            bbox_f4[f, 0], bbox_f4[f, 1], bbox_f4[f, 2], bbox_f4[f, 3] = row0, row1, col0, col1
+    return coef_f13, bbox_f4
+
+
+@njit(cache=True)
+def _span(a, rest, lo, hi):
+    """Narrow the column interval [lo, hi] to where a * u + rest >= 0 (with a margin: the exact per-pixel test
+    decides; this only skips pixels that are certainly outside)."""
+    if a > 0.0:
+        lo = max(lo, -rest / a - SPAN_MARGIN_PX)
+    elif a < 0.0:
+        hi = min(hi, -rest / a + SPAN_MARGIN_PX)
+    elif rest < 0.0:
+        hi = lo - 1.0
+    return lo, hi
+
+
+@njit(cache=True)
+def _draw_triangle(f, coef_f13, row0, row1, col0, col1, near, ids_hw, zbuf_hw):
+    a0, b0, c0 = coef_f13[f, 0], coef_f13[f, 1], coef_f13[f, 2]
+    a1, b1, c1 = coef_f13[f, 3], coef_f13[f, 4], coef_f13[f, 5]
+    a2, b2, c2 = coef_f13[f, 6], coef_f13[f, 7], coef_f13[f, 8]
+    q0, q1, q2, q3 = coef_f13[f, 9], coef_f13[f, 10], coef_f13[f, 11], coef_f13[f, 12]
+    for i in range(row0, row1 + 1):
+        v = float(i)
+        rest0, rest1, rest2 = b0 * v + c0, b1 * v + c1, b2 * v + c2
+        # columns where all three edge functions can be >= 0: only those are tested exactly
+        lo, hi = _span(a0, rest0, float(col0), float(col1))
+        lo, hi = _span(a1, rest1, lo, hi)
+        lo, hi = _span(a2, rest2, lo, hi)
+        if not lo <= hi:
+            continue
+        for j in range(int(math.ceil(lo)), int(math.floor(hi)) + 1):
+            u = float(j)
+            e0 = a0 * u + rest0
+            e1 = a1 * u + rest1
+            e2 = a2 * u + rest2
+            if e0 < 0.0 or e1 < 0.0 or e2 < 0.0:
+                continue
+            s = e0 + e1 + e2
+            if s <= 0.0:
+                continue
+            # depth = numerator / s > 0; compare before dividing, most fragments fail the z-test
+            numerator = q0 * e0 + q1 * e1 + q2 * e2 + q3
+            if numerator >= near * s and numerator < zbuf_hw[i, j] * s:
+                depth = numerator / s
+                if depth < zbuf_hw[i, j]:
+                    zbuf_hw[i, j] = depth
+                    ids_hw[i, j] = f
+
+
+@njit(cache=True)
+def bin_by_stripe(bbox_f4, height, stripe_rows):
+    """Triangle ids listed per horizontal stripe of `stripe_rows` rows, in ascending id order (CSR layout:
+    stripe k owns ids[offsets[k]:offsets[k + 1]]), so each stripe only visits the triangles that touch it."""
+    n_stripes = (height + stripe_rows - 1) // stripe_rows
+    offsets = np.zeros(n_stripes + 1, np.int64)
+    for f in range(bbox_f4.shape[0]):
+        if bbox_f4[f, 0] <= bbox_f4[f, 1] and bbox_f4[f, 2] <= bbox_f4[f, 3]:
+            for k in range(bbox_f4[f, 0] // stripe_rows, bbox_f4[f, 1] // stripe_rows + 1):
+                offsets[k + 1] += 1
+    for k in range(n_stripes):
+        offsets[k + 1] += offsets[k]
+    ids = np.empty(offsets[n_stripes], np.int64)
+    fill = offsets[:-1].copy()
+    for f in range(bbox_f4.shape[0]):
+        if bbox_f4[f, 0] <= bbox_f4[f, 1] and bbox_f4[f, 2] <= bbox_f4[f, 3]:
+            for k in range(bbox_f4[f, 0] // stripe_rows, bbox_f4[f, 1] // stripe_rows + 1):
+                ids[fill[k]] = f
+                fill[k] += 1
+    return offsets, ids
+
+
+@njit(cache=True, parallel=True)
+def raster_stripes(coef_f13, bbox_f4, height, width, near, stripe_rows, n_workers):
+    """Z-buffered visibility: (triangle id (H, W) int64 with -1 background, depth (H, W) float64 with +inf).
+
+    Worker t draws stripes t, t + n_workers, ...: interleaved stripes balance the load when the geometry is
+    concentrated in part of the image, and each pixel is written by one worker only."""
+    ids_hw = np.full((height, width), -1, np.int64)
+    zbuf_hw = np.full((height, width), np.inf)
+    offsets, stripe_ids = bin_by_stripe(bbox_f4, height, stripe_rows)
+    n_stripes = len(offsets) - 1
+    for worker in prange(n_workers):
+        for k in range(worker, n_stripes, n_workers):
+            stripe_row0, stripe_row1 = k * stripe_rows, min(height, (k + 1) * stripe_rows) - 1
+            for n in range(offsets[k], offsets[k + 1]):
+                f = stripe_ids[n]
+                row0, row1 = max(bbox_f4[f, 0], stripe_row0), min(bbox_f4[f, 1], stripe_row1)
+                _draw_triangle(f, coef_f13, row0, row1, bbox_f4[f, 2], bbox_f4[f, 3], near, ids_hw, zbuf_hw)
+    return ids_hw, zbuf_hw
+
+
+@njit(cache=True, parallel=True)
+def barycentrics_pass(ids_hw, coef_f13):
+    """Barycentrics (H, W, 3) float32 of the visible triangle at each pixel centre (0 on the background)."""
+    height, width = ids_hw.shape
+    bary_hw3 = np.zeros((height, width, 3), np.float32)
+    for i in prange(height):
+        v = float(i)
+        for j in range(width):
+            f = ids_hw[i, j]
+            if f < 0:
+                continue
+            u = float(j)
+            e0 = coef_f13[f, 0] * u + (coef_f13[f, 1] * v + coef_f13[f, 2])
+            e1 = coef_f13[f, 3] * u + (coef_f13[f, 4] * v + coef_f13[f, 5])
+            e2 = coef_f13[f, 6] * u + (coef_f13[f, 7] * v + coef_f13[f, 8])
+            s = e0 + e1 + e2
+            bary_hw3[i, j, 0] = e0 / s
+            bary_hw3[i, j, 1] = e1 / s
+            bary_hw3[i, j, 2] = e2 / s
+    return bary_hw3
