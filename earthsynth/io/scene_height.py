@@ -41,7 +41,7 @@ def _patch_scores(images, rpcs, pc, pr, heights) -> np.ndarray:
     return score / (len(images) - 1)
 
 
-def sweep_ground_height(images: list[np.ndarray], rpcs: list, *, grid: int = 5, radius_px: int = 7,
+def sweep_ground_height(images: list[np.ndarray], rpcs: list, *, grid: int = 4, radius_px: int = 5,
                         coarse_step_m: float = 16.0, fine_step_m: float = 1.0,
                         min_ncc: float = 0.6) -> float | None:
     """Median best height over a grid of points around the first image's centre, or None if inconclusive.

@@ -26,7 +26,8 @@ def rpc_gsd(rpc, col: float, row: float, alt: float, frame: ENUFrame | None = No
     lon, lat = rpc.localization(np.array([col, col + 1, col]), np.array([row, row, row + 1]), np.full(3, alt))
     frame = frame or ENUFrame(float(lon[0]), float(lat[0]), alt)
     p = frame.to_enu(lon, lat, np.full(3, alt))
-    return float(np.sqrt(abs(np.cross(p[1, :2] - p[0, :2], p[2, :2] - p[0, :2]))))
+    a, b = p[1, :2] - p[0, :2], p[2, :2] - p[0, :2]
+    return float(np.sqrt(abs(a[0] * b[1] - a[1] * b[0])))
 
 
 def list_view_files(src: Path) -> list[Path]:
@@ -108,10 +109,11 @@ def import_scene(src: str | Path, out: str | Path, *, rpc_files: list[Path] = ()
                  height_range: tuple[float, float] | None = None, name: str | None = None,
                  log=print) -> Scene:
     """Import every satellite view in `src` into a new scene folder `out` (written atomically)."""
-    from earthsynth.io.atomic import atomic_dir
+    from earthsynth.io.atomic import atomic_dir, ensure_writable_parent
     from earthsynth.io.raster import write_raster
 
     src, out = Path(src), Path(out)
+    ensure_writable_parent(out)   # fail before the slow part, not after
     overrides = {Path(p).stem: Path(p) for p in rpc_files}
     views, skipped = [], []
     for path in list_view_files(src):

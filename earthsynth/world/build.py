@@ -163,9 +163,21 @@ def degrade_texture(rgb_hw3: np.ndarray, factor: int, blur_sigma: float) -> np.n
     h, w = rgb_hw3.shape[:2]
     small = rgb_hw3.astype(np.float32).reshape(h // factor, factor, w // factor, factor, 3).mean(axis=(1, 3))
     small = ndimage.gaussian_filter(small, sigma=(blur_sigma, blur_sigma, 0), mode="nearest")
-    # Up-sampling on texel centres (grid_mode) keeps the degraded texture aligned with the original.
-    big = ndimage.zoom(small, (factor, factor, 1), order=1, mode="nearest", grid_mode=True)
+    big = _upsample_linear(_upsample_linear(small, factor, axis=0), factor, axis=1)
     return np.clip(big.round(), 0, 255).astype(np.uint8)
+
+
+def _upsample_linear(img: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    """Linear interpolation between texel centres (edges clamped): the up-sample stays aligned."""
+    n = img.shape[axis]
+    centres = (np.arange(n * factor) + 0.5) / factor - 0.5        # fine texel centres in coarse texel units
+    lo = np.clip(np.floor(centres).astype(int), 0, n - 1)
+    hi = np.clip(lo + 1, 0, n - 1)
+    t = np.clip(centres - lo, 0.0, 1.0).astype(np.float32)
+    shape = [1] * img.ndim
+    shape[axis] = -1
+    a, b = np.take(img, lo, axis=axis), np.take(img, hi, axis=axis)
+    return a + (b - a) * t.reshape(shape)
 
 
 def _fit_atlas(config, buildings, grid, palette):

@@ -83,10 +83,10 @@ def plan_lots(layout: StreetLayout, bounds_xy, rng: np.random.Generator) -> list
         u0, v0, u1, v1 = block.rect_uv
         sw = layout.sidewalk_m
         interior = (u0 + sw, v0 + sw, u1 - sw, v1 - sw)
-        for rect in _split_lots(interior, rng, max_side=rng.uniform(26.0, 44.0)):
+        for rect in _split_lots(interior, rng, max_side=rng.uniform(22.0, 38.0)):
             corners = layout.rect_polygon(rect)
             inside = bool(np.all((corners >= lo) & (corners <= hi)))
-            empty = rng.uniform() < 0.08
+            empty = rng.uniform() < 0.06
             ground = [GRASS, PLAZA, PARKING][int(rng.choice(3, p=[0.5, 0.35, 0.15]))] if empty else \
                 [GRASS, PLAZA][int(rng.uniform() < 0.45)]
             centrality = float(1.0 - np.clip(np.hypot(*corners.mean(0)) / half, 0.0, 1.0))
@@ -140,7 +140,7 @@ def plan_buildings(lots: list[Lot], layout: StreetLayout, terrain, rng: np.rando
 
 def _plan_one(lot: Lot, category: str, layout: StreetLayout, terrain, rng, index: int):
     u0, v0, u1, v1 = lot.rect_uv
-    setback = rng.uniform(1.0, 3.0, size=4)
+    setback = rng.uniform(0.6, 2.2, size=4)
     a0, b0, a1, b1 = u0 + setback[0], v0 + setback[1], u1 - setback[2], v1 - setback[3]
     du, dv = a1 - a0, b1 - b0
     if min(du, dv) < 6.0:

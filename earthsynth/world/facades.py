@@ -95,8 +95,8 @@ def facade_sheet(style: FacadeStyle, *, width_m: float, top_z: float, base_z: fl
     if style.shopfront:
         shop = (floor == 0) & (in_floor > 0.3) & (in_floor < 2.8)
         glass = glass | (shop[:, None] & (np.abs(in_bay - style.bay_width_m / 2) < style.bay_width_m / 2 - 0.3)[None, :])
-    glass &= storeys
-    frame &= storeys
+    glass = glass & storeys
+    frame = frame & storeys
     # Per-pane brightness: some panes reflect the sky, some are dark; constant within a pane.
     pane = hash_uniform(bay[None, :], floor[:, None], seed, channel=3).astype(np.float32)
     tint = 0.7 + 0.6 * pane[..., None] + 0.25 * (pane[..., None] > 0.85) * np.float32([0.3, 0.5, 0.8])

@@ -8,7 +8,7 @@ on the ground texel grid (rows go south, column 0 at the west edge).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,7 +25,8 @@ _CLASS_RGB = np.array([
 _CLASS_FINE = np.array([0.10, 0.06, 0.12, 0.14, 0.03, 0.10, 0.05, 0.08, 0.0], dtype=np.float32)
 _CLASS_MEDIUM = np.array([0.12, 0.06, 0.22, 0.18, 0.06, 0.18, 0.06, 0.10, 0.0], dtype=np.float32)
 BLOCK_USES = ("buildings", "park", "plaza", "parking", "soil")
-_USE_WEIGHTS = np.array([0.72, 0.08, 0.07, 0.07, 0.06])
+_USE_WEIGHTS = np.array([0.80, 0.05, 0.05, 0.05, 0.05])
+MAX_PARKS = 2
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Block:
     polygon_n2: np.ndarray     # ENU corners, counter-clockwise, clipped to the world bounds
     use: str                   # one of BLOCK_USES
     inside_world: bool         # the whole block lies inside the world bounds
+    variant: int = 0           # layout variant (park footpaths: 0 X, 1 one diagonal, 2 cross, 3 none)
 
 
 @dataclass(frozen=True)
@@ -168,22 +170,23 @@ def make_street_layout(rng: np.random.Generator, bounds_xy, *, max_angle_deg: fl
         if len(clipped) < 3:
             continue
         inside = bool(np.all((corners >= np.asarray(bounds_xy[:2])) & (corners <= np.asarray(bounds_xy[2:]))))
-        blocks.append(Block(rect, clipped, BLOCK_USES[use], inside))
-    blocks = _ensure_one_park(blocks, rng)
+        blocks.append(Block(rect, clipped, BLOCK_USES[use], inside, int(rng.integers(4))))
+    blocks = _balance_parks(blocks, rng)
     return StreetLayout(float(angle), u_lines, u_widths, v_lines, v_widths, sidewalk_m, tuple(blocks))
 
 
-def _ensure_one_park(blocks: list[Block], rng: np.random.Generator) -> list[Block]:
-    """Exactly one park holds the pond; make sure a fully-inside block of decent size is a park."""
+def _balance_parks(blocks: list[Block], rng: np.random.Generator) -> list[Block]:
+    """One to MAX_PARKS parks: the largest fully-inside park holds the pond, extra parks become buildings."""
     def area(b):
         return (b.rect_uv[2] - b.rect_uv[0]) * (b.rect_uv[3] - b.rect_uv[1])
-    if any(b.use == "park" and b.inside_world and area(b) > 1500 for b in blocks):
-        return blocks
-    candidates = [k for k, b in enumerate(blocks) if b.inside_world and area(b) > 1500] or [
-        int(np.argmax([area(b) for b in blocks]))]
-    k = candidates[int(rng.integers(len(candidates)))]
-    b = blocks[k]
-    blocks[k] = Block(b.rect_uv, b.polygon_n2, "park", b.inside_world)
+    if not any(b.use == "park" and b.inside_world and area(b) > 1500 for b in blocks):
+        candidates = [k for k, b in enumerate(blocks) if b.inside_world and area(b) > 1500] or [
+            int(np.argmax([area(b) for b in blocks]))]
+        k = candidates[int(rng.integers(len(candidates)))]
+        blocks[k] = replace(blocks[k], use="park", inside_world=True)
+    parks = sorted((k for k, b in enumerate(blocks) if b.use == "park"), key=lambda k: -area(blocks[k]))
+    for k in parks[MAX_PARKS:]:
+        blocks[k] = replace(blocks[k], use="buildings")
     return blocks
 
 
@@ -205,20 +208,28 @@ def paint_landcover(layout: StreetLayout, grid: GroundGrid, *, ponds=(), lots=()
         window = classes[rows, cols]
         window[inside] = np.where(edge[inside] < sw, SIDEWALK, interior[block.use])
         if block.use == "park":
-            # Two paved footpaths along the block diagonals.
-            du, dv = u1 - u0, v1 - v0
-            for sign in (1.0, -1.0):
-                dist = np.abs((u - u0) * dv - sign * (v - (v0 if sign > 0 else v1)) * du) / np.hypot(du, dv)
-                window[inside & (dist < 1.2)] = PLAZA
+            window[inside & (_park_path_distance(block, u, v) < 1.2)] = PLAZA
         classes[rows, cols] = window
     for rect_uv, class_id in lots:
         _paint_polygon(classes, grid, layout.rect_polygon(rect_uv), class_id)
     for pond in ponds:
-        gx, gy = np.meshgrid(xs, ys)
-        classes[pond.signed_distance(gx, gy) < 0] = WATER
+        rows, cols, distance = pond_distance_window(pond, grid)
+        window = classes[rows, cols]
+        window[distance < 0] = WATER
+        classes[rows, cols] = window
     for polygon in footprints:
         _paint_polygon(classes, grid, polygon, BUILDING)
     return classes
+
+
+def _park_path_distance(block: Block, u, v) -> np.ndarray:
+    """Distance to the park's footpaths: both diagonals, one diagonal, a central cross, or none."""
+    u0, v0, u1, v1 = block.rect_uv
+    du, dv = u1 - u0, v1 - v0
+    diagonal_up = np.abs((u - u0) * dv - (v - v0) * du) / np.hypot(du, dv)
+    diagonal_down = np.abs((u - u0) * dv + (v - v1) * du) / np.hypot(du, dv)
+    cross = np.minimum(np.abs(u - (u0 + u1) / 2), np.abs(v - (v0 + v1) / 2))
+    return [np.minimum(diagonal_up, diagonal_down), diagonal_up, cross, np.full_like(u, np.inf)][block.variant]
 
 
 def _paint_polygon(raster_hw, grid: GroundGrid, polygon_n2, value) -> None:
@@ -240,6 +251,15 @@ def paint_disc(raster_hw, grid: GroundGrid, center_xy, radius_m: float, value, w
         mask &= where(window)
     window[mask] = value
     raster_hw[rows, cols] = window
+
+
+def pond_distance_window(pond, grid: GroundGrid):
+    """(rows, cols, signed shore distance) over the texels around a pond (only there: it is costly)."""
+    reach = max(pond.radii_m) * 1.5
+    rows, cols = grid.window(pond.center_xy[0] - reach, pond.center_xy[1] - reach,
+                             pond.center_xy[0] + reach, pond.center_xy[1] + reach)
+    gx, gy = np.meshgrid(grid.xs_w[cols], grid.ys_h[rows])
+    return rows, cols, pond.signed_distance(gx, gy)
 
 
 def _nearest_line(coord, lines, widths):
@@ -267,11 +287,11 @@ def ground_albedo(classes_hw: np.ndarray, layout: StreetLayout, grid: GroundGrid
     _paving_patterns(rgb, c, u, v, seed)
     _road_markings(rgb, c, u, v, layout)
     for pond in ponds:
-        gx, gy = np.meshgrid(xs, ys)
-        depth = np.clip(-pond.signed_distance(gx, gy) / 5.0, 0.0, 1.0)[..., None]
+        rows, cols, distance = pond_distance_window(pond, grid)
+        depth = np.clip(-distance / 5.0, 0.0, 1.0)[..., None]
         shallow, deep = np.array([70, 96, 84], np.float32), np.array([22, 46, 62], np.float32)
-        water = (shallow + (deep - shallow) * depth) * (1.0 + 0.04 * fine[..., None])
-        rgb = np.where((c == WATER)[..., None], water, rgb)
+        water = (shallow + (deep - shallow) * depth) * (1.0 + 0.04 * fine[rows, cols][..., None])
+        rgb[rows, cols] = np.where((c[rows, cols] == WATER)[..., None], water, rgb[rows, cols])
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 

@@ -15,6 +15,8 @@ every octave, so cutting fine octaves removes their (zero-mean) detail without r
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -45,6 +47,7 @@ def _fade(t: np.ndarray) -> np.ndarray:
     return t * t * t * (t * (t * 6.0 - 15.0) + 10.0)
 
 
+@lru_cache(maxsize=4096)
 def _octave_offset(seed: int) -> tuple[float, float]:
     """A per-octave lattice offset so octaves do not share lattice points (no artefact at the origin)."""
     u = hash_uniform(np.array([7, 11]), np.array([13, 17]), seed, channel=99)

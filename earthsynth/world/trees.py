@@ -7,7 +7,7 @@ coloured (the LoD atlas replaces foliage patches with their mean colour).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -80,13 +80,16 @@ def plan_trees(layout: StreetLayout, classes_hw: np.ndarray, grid: GroundGrid, t
                 continue
             conifer = bool(allowed[0] != SIDEWALK and rng.uniform() < 0.25)
             trees.append(Tree(
-                x=float(x), y=float(y), ground_z=float(terrain.height(x, y)), conifer=conifer,
+                x=float(x), y=float(y), ground_z=0.0, conifer=conifer,
                 crown_radius_m=radius * (0.8 if conifer else 1.0),
                 crown_height_m=radius * (3.0 if conifer else rng.uniform(1.5, 1.9)),
                 trunk_height_m=float(rng.uniform(1.2, 2.2) if conifer else rng.uniform(2.0, 3.5)),
                 foliage=FOLIAGE_VARIANTS - 1 if conifer else int(rng.integers(FOLIAGE_VARIANTS - 1)),
             ))
-    return trees
+    if not trees:
+        return trees
+    ground_z = terrain.height(np.array([t.x for t in trees]), np.array([t.y for t in trees]))   # one batch
+    return [replace(t, ground_z=float(z)) for t, z in zip(trees, ground_z)]
 
 
 def _clear(classes_hw, grid: GroundGrid, x, y, radius, allowed) -> bool:
