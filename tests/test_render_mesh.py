@@ -58,13 +58,18 @@ def pixel_rays(camera):
     return origins.reshape(-1, 3), (dirs_cam @ camera.rotation).reshape(-1, 3)
 
 
-def random_soup(eye, seed=0):
-    """Few hundred random triangles around the origin plus big ones straddling the camera plane at `eye`."""
+def random_soup(camera, lateral_scale, seed=0):
+    """Few hundred random triangles around the origin, plus ten straddling the camera plane off to the sides of
+    the view (one vertex behind the camera, two in front: they are seen as wedges cut by the near plane)."""
     rng = np.random.default_rng(seed)
     centres = rng.uniform([-6, -6, -2], [6, 6, 4], (300, 3))
     small = centres[:, None] + rng.normal(0, 1.5, (300, 3, 3))
-    big = np.asarray(eye) + rng.normal(0, 0.5, (20, 1, 3)) + rng.normal(0, 8.0, (20, 3, 3))
-    triangles = np.concatenate([small, big])
+    side = rng.choice([-1.0, 1.0], (10, 1, 1)) * np.array([1.0, 0.0, 0.0])
+    tris_cam = side * rng.uniform(1.5, 3.0, (10, 1, 1)) + rng.uniform(-1.0, 1.0, (10, 3, 3)) * [1.0, 2.0, 0.0]
+    tris_cam[:, :, :2] *= lateral_scale
+    tris_cam[:, :, 2] = np.array([-2.0, 2.0, 4.0]) + rng.uniform(-0.5, 0.5, (10, 3))
+    straddling = (tris_cam - camera.translation) @ camera.rotation
+    triangles = np.concatenate([small, straddling])
     return triangles.reshape(-1, 3), np.arange(len(triangles) * 3).reshape(-1, 3)
 
 
@@ -84,16 +89,17 @@ def box_on_plane(box_lo, box_hi, plane_size):
 EYE = np.array([1.0, -11.0, 6.0])
 
 
-@pytest.mark.parametrize("camera", [
-    Camera.look_at(EYE, (0, 0, 0), width=64, height=48, fov_x_deg=75),
-    OrthoCamera.looking(-EYE, (0, 0, 0), gsd=0.3, width=64, height=48, distance=float(np.linalg.norm(EYE))),
+@pytest.mark.parametrize("camera, lateral_scale", [
+    (Camera.look_at(EYE, (0, 0, 0), width=64, height=48, fov_x_deg=75), 1.0),
+    (OrthoCamera.looking(-EYE, (0, 0, 0), gsd=0.3, width=64, height=48, distance=float(np.linalg.norm(EYE))), 3.0),
 ], ids=["pinhole", "ortho"])
-def test_matches_brute_force_ray_casting(camera):
-    vertices, faces = random_soup(EYE)
+def test_matches_brute_force_ray_casting(camera, lateral_scale):
+    vertices, faces = random_soup(camera, lateral_scale)
     fragments = rasterize(vertices, faces, camera)
     ids_ref, depth_ref, bary_ref = moller_trumbore(*pixel_rays(camera), vertices[faces], DEFAULT_NEAR)
     ids = fragments.triangle_id_hw.numpy().ravel()
-    assert (ids_ref >= 300).sum() > 50, "the near-plane crossing triangles must be seen"
+    assert 0.3 < ((ids_ref >= 0) & (ids_ref < 300)).mean() < 0.8
+    assert (ids_ref >= 300).mean() > 0.05, "the triangles straddling the near plane must be seen"
     agree = ids == ids_ref
     assert agree.mean() >= 0.995
     hit = agree & (ids >= 0)

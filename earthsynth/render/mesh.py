@@ -69,28 +69,30 @@ def rasterize(vertices_n3, faces_f3, camera: Camera | OrthoCamera, *, supersampl
     if not near > 0:
         raise ConfigError(f"near plane must be positive, got {near}")
     cam = scaled_camera(camera, supersample)
-    hom_n3, depth_n = _homogeneous_vertices(vertices_n3, cam)
-    perspective = isinstance(cam, Camera)
-    coef_f13, bbox_f4 = raster_kernel.setup_triangles(hom_n3, depth_n, faces_f3, perspective, float(near),
-                                                      cam.width, cam.height, bool(cull_backfaces))
-    ids_hw, zbuf_hw = raster_kernel.raster_stripes(coef_f13, bbox_f4, cam.height, cam.width, float(near),
-                                                   STRIPE_ROWS, numba.get_num_threads())
-    bary_hw3 = raster_kernel.barycentrics_pass(ids_hw, coef_f13)
+    projection_34, depth_4 = _projection(cam)
+    hom_n3, depth_n = raster_kernel.project_vertices(vertices_n3, projection_34, depth_4)
+    coef_fk, bbox_f4 = raster_kernel.setup_triangles(hom_n3, depth_n, faces_f3, isinstance(cam, Camera), float(near),
+                                                     cam.width, cam.height, bool(cull_backfaces))
+    ids_hw, zbuf_hw, bary_hw3 = raster_kernel.raster_stripes(coef_fk, bbox_f4, cam.height, cam.width, float(near),
+                                                             STRIPE_ROWS, numba.get_num_threads())
     return Fragments(torch.from_numpy(ids_hw), torch.from_numpy(bary_hw3),
                      torch.from_numpy(zbuf_hw.astype(np.float32)), int(supersample))
 
 
-def _homogeneous_vertices(vertices_n3: np.ndarray, cam) -> tuple[np.ndarray, np.ndarray]:
-    """Homogeneous image points h (N, 3) and depth z_cam (N,): h = K p_cam (pinhole) or (u, v, 1) (ortho)."""
-    points_cam_n3 = cam.to_camera(vertices_n3)
-    depth_n = np.ascontiguousarray(points_cam_n3[:, 2])
+def _projection(cam) -> tuple[np.ndarray, np.ndarray]:
+    """World -> homogeneous image point h = P [x, 1] (pinhole: K [R | t], so h_w = z_cam; ortho: (u, v, 1)),
+    and the depth row d with z_cam = d . [x, 1]."""
+    world_to_cam_34 = cam.viewmat[:3, :]
     if isinstance(cam, Camera):
         K = cam.K / cam.K[2, 2]
         if K[2, 0] != 0 or K[2, 1] != 0:
             raise ConfigError(f"camera intrinsics must have a last row (0, 0, 1), got {cam.K[2].tolist()}")
-        return np.ascontiguousarray(points_cam_n3 @ K.T), depth_n
-    uv_n2 = points_cam_n3[:, :2] / cam.gsd + np.array([cam.cx, cam.cy])
-    return np.ascontiguousarray(np.column_stack([uv_n2, np.ones(len(uv_n2))])), depth_n
+        return np.ascontiguousarray(K @ world_to_cam_34), world_to_cam_34[2].copy()
+    projection_34 = np.zeros((3, 4))
+    projection_34[:2] = world_to_cam_34[:2] / cam.gsd
+    projection_34[:2, 3] += [cam.cx, cam.cy]
+    projection_34[2, 3] = 1.0
+    return projection_34, world_to_cam_34[2].copy()
 
 
 def _check_supersample(supersample) -> int:

@@ -15,9 +15,9 @@ the same way: e = a * j + (b * i + c) per pixel, never incrementally from a tria
 exactly on the shared edge is then covered by at least one of them (both tests are inclusive), never by neither.
 The kernels are compiled without fastmath so that LLVM does not contract these into FMAs differently per use.
 
-Determinism: the image is split into row stripes processed in parallel; inside a stripe triangles are drawn in
-index order and a fragment replaces the stored one only if strictly nearer, so ties go to the smaller triangle id no
-matter how the bands are scheduled.
+Determinism: the image is split into stripes of rows, dealt round-robin to the workers; every worker draws the
+triangles in index order and a fragment replaces the stored one only if strictly nearer, so ties go to the smaller
+triangle id whatever the number of threads.
 """
 
 from __future__ import annotations
@@ -27,9 +27,24 @@ import math
 import numpy as np
 from numba import njit, prange
 
-# coefficient layout per triangle: edge rows (a, b, c) x 3, then depth numerator q0, q1, q2, q3
-NUM_COEFFICIENTS = 13
-SPAN_MARGIN_PX = 1e-6
+# coefficient layout per triangle: edge rows (a, b, c) x 3, depth numerator q0, q1, q2, q3, then 1 / a x 3
+NUM_COEFFICIENTS = 16
+SPAN_MARGIN_PX = 1e-6  # the per-row column span is widened by this much; the exact per-pixel test decides
+
+
+@njit(cache=True, parallel=True)
+def project_vertices(vertices_n3, projection_34, depth_4):
+    """Homogeneous image points h = P [x, 1] (N, 3) and depths z_cam = d . [x, 1] (N,), in float64."""
+    n = vertices_n3.shape[0]
+    hom_n3 = np.empty((n, 3))
+    depth_n = np.empty(n)
+    for k in prange(n):
+        x, y, z = vertices_n3[k, 0], vertices_n3[k, 1], vertices_n3[k, 2]
+        for r in range(3):
+            hom_n3[k, r] = projection_34[r, 0] * x + projection_34[r, 1] * y + projection_34[r, 2] * z \
+                + projection_34[r, 3]
+        depth_n[k] = depth_4[0] * x + depth_4[1] * y + depth_4[2] * z + depth_4[3]
+    return hom_n3, depth_n
 
 
 @njit(cache=True)
@@ -71,12 +86,12 @@ def _pixel_range(lo, hi, size):
 
 @njit(cache=True, parallel=True)
 def setup_triangles(hom_n3, depth_n, faces_f3, perspective, near, width, height, cull_back):
-    """Per-triangle edge/depth coefficients (F, 13) and pixel bounding boxes (F, 4) = row0, row1, col0, col1.
+    """Per-triangle edge/depth coefficients (F, NUM_COEFFICIENTS) and pixel bounding boxes (F, 4) = row0, row1, col0, col1.
 
     Triangles that cannot produce a fragment (degenerate, non-finite, entirely behind the near plane, culled,
     off-image) get an empty box (row0 > row1)."""
     n_faces = faces_f3.shape[0]
-    coef_f13 = np.zeros((n_faces, NUM_COEFFICIENTS))
+    coef_fk = np.zeros((n_faces, NUM_COEFFICIENTS))
     bbox_f4 = np.empty((n_faces, 4), np.int64)
     for f in prange(n_faces):
         bbox_f4[f, 0], bbox_f4[f, 1], bbox_f4[f, 2], bbox_f4[f, 3] = 1, 0, 1, 0
@@ -96,53 +111,57 @@ def setup_triangles(hom_n3, depth_n, faces_f3, perspective, near, width, height,
         if cull_back and det > 0.0:  # det < 0 <=> counter-clockwise as seen from the camera
             continue
         sign = 1.0 if det > 0.0 else -1.0
-        coef_f13[f, 0], coef_f13[f, 1], coef_f13[f, 2] = sign * a0, sign * b0, sign * c0
-        coef_f13[f, 3], coef_f13[f, 4], coef_f13[f, 5] = sign * a1, sign * b1, sign * c1
-        coef_f13[f, 6], coef_f13[f, 7], coef_f13[f, 8] = sign * a2, sign * b2, sign * c2
+        coef_fk[f, 0], coef_fk[f, 1], coef_fk[f, 2] = sign * a0, sign * b0, sign * c0
+        coef_fk[f, 3], coef_fk[f, 4], coef_fk[f, 5] = sign * a1, sign * b1, sign * c1
+        coef_fk[f, 6], coef_fk[f, 7], coef_fk[f, 8] = sign * a2, sign * b2, sign * c2
+        for k in range(3):  # reciprocals of the u-slopes: the per-row spans then need no division
+            slope = coef_fk[f, 3 * k]
+            coef_fk[f, 13 + k] = 1.0 / slope if slope != 0.0 else 0.0
         if perspective:
-            coef_f13[f, 12] = abs(det)
+            coef_fk[f, 12] = abs(det)
             if w0 >= near and w1 >= near and w2 >= near:
                 u0, u1, u2, v0, v1, v2 = x0 / w0, x1 / w1, x2 / w2, y0 / w0, y1 / w1, y2 / w2
                 u_min, u_max, v_min, v_max = min(u0, u1, u2), max(u0, u1, u2), min(v0, v1, v2), max(v0, v1, v2)
             else:
                 u_min, u_max, v_min, v_max = _clipped_bounds(x0, y0, w0, x1, y1, w1, x2, y2, w2, near)
         else:
-            coef_f13[f, 9], coef_f13[f, 10], coef_f13[f, 11] = depth_n[i0], depth_n[i1], depth_n[i2]
+            coef_fk[f, 9], coef_fk[f, 10], coef_fk[f, 11] = depth_n[i0], depth_n[i1], depth_n[i2]
             u_min, u_max = min(x0, x1, x2), max(x0, x1, x2)
             v_min, v_max = min(y0, y1, y2), max(y0, y1, y2)
         row0, row1 = _pixel_range(v_min, v_max, height)
         col0, col1 = _pixel_range(u_min, u_max, width)
         if row0 <= row1 and col0 <= col1:
             bbox_f4[f, 0], bbox_f4[f, 1], bbox_f4[f, 2], bbox_f4[f, 3] = row0, row1, col0, col1
-    return coef_f13, bbox_f4
+    return coef_fk, bbox_f4
 
 
 @njit(cache=True)
-def _span(a, rest, lo, hi):
-    """Narrow the column interval [lo, hi] to where a * u + rest >= 0 (with a margin: the exact per-pixel test
-    decides; this only skips pixels that are certainly outside)."""
+def _span(a, inv_a, rest, lo, hi):
+    """Narrow the column interval [lo, hi] to where a * u + rest >= 0, widened by a margin (the exact per-pixel
+    test decides; this only skips pixels that are certainly outside)."""
     if a > 0.0:
-        lo = max(lo, -rest / a - SPAN_MARGIN_PX)
+        lo = max(lo, -rest * inv_a - SPAN_MARGIN_PX)
     elif a < 0.0:
-        hi = min(hi, -rest / a + SPAN_MARGIN_PX)
+        hi = min(hi, -rest * inv_a + SPAN_MARGIN_PX)
     elif rest < 0.0:
         hi = lo - 1.0
     return lo, hi
 
 
 @njit(cache=True)
-def _draw_triangle(f, coef_f13, row0, row1, col0, col1, near, ids_hw, zbuf_hw):
-    a0, b0, c0 = coef_f13[f, 0], coef_f13[f, 1], coef_f13[f, 2]
-    a1, b1, c1 = coef_f13[f, 3], coef_f13[f, 4], coef_f13[f, 5]
-    a2, b2, c2 = coef_f13[f, 6], coef_f13[f, 7], coef_f13[f, 8]
-    q0, q1, q2, q3 = coef_f13[f, 9], coef_f13[f, 10], coef_f13[f, 11], coef_f13[f, 12]
+def _draw_triangle(f, coef_fk, row0, row1, col0, col1, near, ids_hw, zbuf_hw, bary_hw3):
+    a0, b0, c0 = coef_fk[f, 0], coef_fk[f, 1], coef_fk[f, 2]
+    a1, b1, c1 = coef_fk[f, 3], coef_fk[f, 4], coef_fk[f, 5]
+    a2, b2, c2 = coef_fk[f, 6], coef_fk[f, 7], coef_fk[f, 8]
+    q0, q1, q2, q3 = coef_fk[f, 9], coef_fk[f, 10], coef_fk[f, 11], coef_fk[f, 12]
+    inv_a0, inv_a1, inv_a2 = coef_fk[f, 13], coef_fk[f, 14], coef_fk[f, 15]
     for i in range(row0, row1 + 1):
         v = float(i)
         rest0, rest1, rest2 = b0 * v + c0, b1 * v + c1, b2 * v + c2
         # columns where all three edge functions can be >= 0: only those are tested exactly
-        lo, hi = _span(a0, rest0, float(col0), float(col1))
-        lo, hi = _span(a1, rest1, lo, hi)
-        lo, hi = _span(a2, rest2, lo, hi)
+        lo, hi = _span(a0, inv_a0, rest0, float(col0), float(col1))
+        lo, hi = _span(a1, inv_a1, rest1, lo, hi)
+        lo, hi = _span(a2, inv_a2, rest2, lo, hi)
         if not lo <= hi:
             continue
         for j in range(int(math.ceil(lo)), int(math.floor(hi)) + 1):
@@ -155,74 +174,35 @@ def _draw_triangle(f, coef_f13, row0, row1, col0, col1, near, ids_hw, zbuf_hw):
             s = e0 + e1 + e2
             if s <= 0.0:
                 continue
-            # depth = numerator / s > 0; compare before dividing, most fragments fail the z-test
+            # depth = numerator / s with s > 0: compare before dividing, most fragments fail the z-test
             numerator = q0 * e0 + q1 * e1 + q2 * e2 + q3
             if numerator >= near * s and numerator < zbuf_hw[i, j] * s:
                 depth = numerator / s
                 if depth < zbuf_hw[i, j]:
                     zbuf_hw[i, j] = depth
                     ids_hw[i, j] = f
-
-
-@njit(cache=True)
-def bin_by_stripe(bbox_f4, height, stripe_rows):
-    """Triangle ids listed per horizontal stripe of `stripe_rows` rows, in ascending id order (CSR layout:
-    stripe k owns ids[offsets[k]:offsets[k + 1]]), so each stripe only visits the triangles that touch it."""
-    n_stripes = (height + stripe_rows - 1) // stripe_rows
-    offsets = np.zeros(n_stripes + 1, np.int64)
-    for f in range(bbox_f4.shape[0]):
-        if bbox_f4[f, 0] <= bbox_f4[f, 1] and bbox_f4[f, 2] <= bbox_f4[f, 3]:
-            for k in range(bbox_f4[f, 0] // stripe_rows, bbox_f4[f, 1] // stripe_rows + 1):
-                offsets[k + 1] += 1
-    for k in range(n_stripes):
-        offsets[k + 1] += offsets[k]
-    ids = np.empty(offsets[n_stripes], np.int64)
-    fill = offsets[:-1].copy()
-    for f in range(bbox_f4.shape[0]):
-        if bbox_f4[f, 0] <= bbox_f4[f, 1] and bbox_f4[f, 2] <= bbox_f4[f, 3]:
-            for k in range(bbox_f4[f, 0] // stripe_rows, bbox_f4[f, 1] // stripe_rows + 1):
-                ids[fill[k]] = f
-                fill[k] += 1
-    return offsets, ids
+                    bary_hw3[i, j, 0] = e0 / s
+                    bary_hw3[i, j, 1] = e1 / s
+                    bary_hw3[i, j, 2] = e2 / s
 
 
 @njit(cache=True, parallel=True)
-def raster_stripes(coef_f13, bbox_f4, height, width, near, stripe_rows, n_workers):
-    """Z-buffered visibility: (triangle id (H, W) int64 with -1 background, depth (H, W) float64 with +inf).
+def raster_stripes(coef_fk, bbox_f4, height, width, near, stripe_rows, n_workers):
+    """Z-buffered visibility: triangle id (H, W) int64 (-1 background), depth z_cam (H, W) float64 (+inf) and
+    perspective-correct barycentrics (H, W, 3) float32 (0) at the pixel centres.
 
     Worker t draws stripes t, t + n_workers, ...: interleaved stripes balance the load when the geometry is
     concentrated in part of the image, and each pixel is written by one worker only."""
     ids_hw = np.full((height, width), -1, np.int64)
     zbuf_hw = np.full((height, width), np.inf)
-    offsets, stripe_ids = bin_by_stripe(bbox_f4, height, stripe_rows)
-    n_stripes = len(offsets) - 1
-    for worker in prange(n_workers):
-        for k in range(worker, n_stripes, n_workers):
-            stripe_row0, stripe_row1 = k * stripe_rows, min(height, (k + 1) * stripe_rows) - 1
-            for n in range(offsets[k], offsets[k + 1]):
-                f = stripe_ids[n]
-                row0, row1 = max(bbox_f4[f, 0], stripe_row0), min(bbox_f4[f, 1], stripe_row1)
-                _draw_triangle(f, coef_f13, row0, row1, bbox_f4[f, 2], bbox_f4[f, 3], near, ids_hw, zbuf_hw)
-    return ids_hw, zbuf_hw
-
-
-@njit(cache=True, parallel=True)
-def barycentrics_pass(ids_hw, coef_f13):
-    """Barycentrics (H, W, 3) float32 of the visible triangle at each pixel centre (0 on the background)."""
-    height, width = ids_hw.shape
     bary_hw3 = np.zeros((height, width, 3), np.float32)
-    for i in prange(height):
-        v = float(i)
-        for j in range(width):
-            f = ids_hw[i, j]
-            if f < 0:
+    for worker in prange(n_workers):
+        for f in range(coef_fk.shape[0]):
+            row0, row1 = bbox_f4[f, 0], bbox_f4[f, 1]
+            if row0 > row1:
                 continue
-            u = float(j)
-            e0 = coef_f13[f, 0] * u + (coef_f13[f, 1] * v + coef_f13[f, 2])
-            e1 = coef_f13[f, 3] * u + (coef_f13[f, 4] * v + coef_f13[f, 5])
-            e2 = coef_f13[f, 6] * u + (coef_f13[f, 7] * v + coef_f13[f, 8])
-            s = e0 + e1 + e2
-            bary_hw3[i, j, 0] = e0 / s
-            bary_hw3[i, j, 1] = e1 / s
-            bary_hw3[i, j, 2] = e2 / s
-    return bary_hw3
+            first = row0 // stripe_rows
+            for stripe in range(first + (worker - first) % n_workers, row1 // stripe_rows + 1, n_workers):
+                _draw_triangle(f, coef_fk, max(row0, stripe * stripe_rows), min(row1, (stripe + 1) * stripe_rows - 1),
+                               bbox_f4[f, 2], bbox_f4[f, 3], near, ids_hw, zbuf_hw, bary_hw3)
+    return ids_hw, zbuf_hw, bary_hw3

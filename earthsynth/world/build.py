@@ -31,7 +31,7 @@ class WorldConfig:
     origin_lat: float = 48.1374
     origin_alt: float = 520.0           # metres above the WGS84 ellipsoid
     ground_texel_m: float = 0.25        # finer than WorldView-3's 0.31 m GSD (Orbit-to-Ground C.1)
-    facade_texel_m: float = 0.25        # coarsened automatically if the facades do not fit the atlas
+    facade_texel_m: float = 0.15        # windows ~8 texels wide; coarsened automatically if the atlas is full
     terrain_spacing_m: float = 2.0      # terrain mesh grid step
     relief_m: float = 4.0               # relief amplitude: a few metres over the scene
     block_spacing_m: tuple[float, float] = (58.0, 92.0)   # road-to-road distance range
@@ -181,8 +181,8 @@ def _upsample_linear(img: np.ndarray, factor: int, axis: int) -> np.ndarray:
 
 
 def _fit_atlas(config, buildings, grid, palette):
-    """Pick the facade texel size: the configured one if the atlas fits, else 2x / 4x coarser."""
-    for scale in (1, 2, 4):
+    """Pick the facade texel size: the configured one if the atlas fits, else up to 4x coarser."""
+    for scale in (1.0, 4 / 3, 5 / 3, 2.0, 3.0, 4.0):
         texel = config.facade_texel_m * scale
         sizes = {"topdown": grid.size_px, "palette": palette.image().shape[:2]}
         for b in buildings:

@@ -42,6 +42,19 @@ def hash_uniform(ix, iy, seed: int, channel: int = 0) -> np.ndarray:
     return h.astype(np.float64) * (1.0 / 4294967296.0)
 
 
+def hash_cells(ix, iy, seed: int, channel: int = 0, max_table: int = 1 << 20) -> np.ndarray:
+    """`hash_uniform` for many samples that share few cells: hash each distinct cell once, then gather.
+
+    Same numbers as `hash_uniform(ix, iy, seed, channel)`; falls back to it when the cells are too many.
+    """
+    ix, iy = np.asarray(ix, dtype=np.int64), np.asarray(iy, dtype=np.int64)
+    x0, x1, y0, y1 = int(ix.min()), int(ix.max()), int(iy.min()), int(iy.max())
+    if (x1 - x0 + 1) * (y1 - y0 + 1) > max_table:
+        return hash_uniform(ix, iy, seed, channel)
+    table = hash_uniform(np.arange(x0, x1 + 1)[None, :], np.arange(y0, y1 + 1)[:, None], seed, channel)
+    return table[iy - y0, ix - x0]
+
+
 def _fade(t: np.ndarray) -> np.ndarray:
     """Quintic smoothstep (C2-continuous noise)."""
     return t * t * t * (t * (t * 6.0 - 15.0) + 10.0)

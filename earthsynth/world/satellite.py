@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from earthsynth.geo.pinhole import Camera, look_at_viewmat, orbit_eye
 from earthsynth.geo.rpc_fit import fit_rpc_to_projection
@@ -36,7 +35,8 @@ def satellite_camera(look_at, off_nadir_deg: float, azimuth_deg: float, gsd_m: f
     f = slant / gsd_m
     c = (size_px - 1) / 2.0
     K = np.array([[f, 0.0, c], [0.0, f, c], [0.0, 0.0, 1.0]])
-    return Camera(K, look_at_viewmat(eye, look_at), size_px, size_px)
+    # north-up image rows, like a satellite product (a horizon-up camera would rotate the footprint)
+    return Camera(K, look_at_viewmat(eye, look_at, up=(0.0, 1.0, 0.0)), size_px, size_px)
 
 
 def plan_views(num_views: int, rng: np.random.Generator) -> list[ViewSpec]:
@@ -66,13 +66,3 @@ def fit_view_rpc(camera: Camera, frame, bounds_xy, height_range, margin_m: float
         return uv[..., 0], uv[..., 1]
 
     return fit_rpc_to_projection(project, (lon.min(), lon.max()), (lat.min(), lat.max()), (alt_lo, alt_hi))
-
-
-def composite_by_depth(outputs):
-    """Per pixel, keep the render whose surface is nearest (world + per-view transients)."""
-    depth = torch.stack([o.depth_hw for o in outputs])
-    nearest = depth.argmin(dim=0)
-    pick = lambda attr: torch.stack([getattr(o, attr) for o in outputs]).gather(  # noqa: E731
-        0, nearest[None, ..., None].expand(1, *getattr(outputs[0], attr).shape) if getattr(outputs[0], attr).dim() == 3
-        else nearest[None]).squeeze(0)
-    return {k: pick(k) for k in ("rgb_hw3", "normal_hw3", "points_hw3", "alpha_hw", "depth_hw")}

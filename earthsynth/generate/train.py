@@ -1,0 +1,360 @@
+"""Training of the MetaEarth denoiser: P2-weighted epsilon loss, HF accelerate, EMA, atomic checkpoints, resume.
+
+    train(TrainConfig.cpu_default(), "runs/metaearth")                       # one process
+    accelerate launch --num_processes 2 --cpu -m earthsynth.generate.train --config c.json --out runs/x
+
+Every random draw of optimiser step k (data crops, degradations, noise, timesteps, dropout) comes from
+generators seeded by (seed, k, micro-batch, process), so the RNG state of a run is a function of its step:
+a checkpoint (model, EMA, optimiser, step) resumes a killed run with the same step count, the same data order
+and, on the same machine, bit-identical weights. Checkpoints are written to a temporary folder and renamed to
+out_dir/checkpoints/step_XXXXXX; `latest` names the newest. The final EMA weights go to out_dir/model
+(`MetaEarthDenoiser.save_pretrained`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from earthsynth.errors import ConfigError, InputFileError
+from earthsynth.generate.config import DenoiserConfig, config_from_json, config_to_dict, config_to_json
+from earthsynth.generate.data import (REAL_DATASETS, LandscapeSource, TripletDataset, procedural_source,
+                                      real_sources, sample_seed)
+from earthsynth.generate.degrade import DegradationConfig
+from earthsynth.generate.model import MetaEarthDenoiser, to_model_range
+from earthsynth.generate.schedule import P2_GAMMA, P2_K, ScheduleConfig, ddpm_scheduler, p2_weights
+from earthsynth.io.atomic import atomic_dir, atomic_path
+
+SOURCE_KINDS = ("landscape", "real", "procedural")
+_NOISE_STREAM, _DROPOUT_STREAM = 1, 2
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    sources: tuple[str, ...] = ("landscape", "real")   # any of SOURCE_KINDS
+    real_data_root: str | None = None                   # None: ../shared/data/real beside the repo
+    real_datasets: tuple[str, ...] = tuple(REAL_DATASETS)
+    zoom_factors: tuple[int, ...] = (1, 2, 4)           # mixed resolution levels cut from each real image
+    landscape_seed: int = 0
+    landscape_gsd_levels_m: tuple[float, ...] = (0.5, 2.0, 8.0, 32.0)
+    procedural_seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.sources if s not in SOURCE_KINDS]
+        if not self.sources or bad:
+            raise ConfigError(f"data.sources must be a non-empty list of {SOURCE_KINDS}, got {self.sources}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Field defaults are MetaEarth's training settings; `cpu_default()` / `paper()` are complete presets."""
+
+    model: DenoiserConfig = field(default_factory=DenoiserConfig.cpu_default)
+    schedule: ScheduleConfig = ScheduleConfig()
+    degradation: DegradationConfig = DegradationConfig()
+    data: DataConfig = DataConfig()
+    steps: int = 100_000                      # optimiser steps (MetaEarth: 30 epochs of ~585 k tiles)
+    batch_size: int = 1                       # MetaEarth: 1 per GPU
+    gradient_accumulation_steps: int = 8      # MetaEarth: 8
+    learning_rate: float = 2e-6               # MetaEarth: AdamW, initial learning rate 2e-6
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01                # not given by MetaEarth: torch's AdamW default
+    max_grad_norm: float = 1.0                # not given by MetaEarth: usual diffusion practice (0 = off)
+    ema_decay: float = 0.9999                 # not given by MetaEarth: DDPM's EMA
+    p2_k: float = P2_K                        # MetaEarth uses P2 weighting; P2's k and gamma
+    p2_gamma: float = P2_GAMMA
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    seed: int = 0
+    mixed_precision: str = "no"               # accelerate: "no", "fp16", "bf16"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "keep_checkpoints"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if not (self.learning_rate > 0 and 0 <= self.ema_decay < 1 and self.max_grad_norm >= 0):
+            raise ConfigError("need learning_rate > 0, 0 <= ema_decay < 1, max_grad_norm >= 0")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ConfigError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+
+    @classmethod
+    def paper(cls) -> TrainConfig:
+        """MetaEarth's full model and settings (GPU scale)."""
+        return cls(model=DenoiserConfig.paper())
+
+    @classmethod
+    def cpu_default(cls) -> TrainConfig:
+        """The ~7 M parameter model with CPU-friendly steps: larger lr, no accumulation, shorter EMA."""
+        return cls(model=DenoiserConfig.cpu_default(), steps=20_000, batch_size=4, gradient_accumulation_steps=1,
+                   learning_rate=1e-4, ema_decay=0.999, checkpoint_every=500)
+
+    def to_json(self) -> str:
+        return config_to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        return config_from_json(cls, text, where="TrainConfig")
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    step: int
+    losses: list[float]          # mean P2 loss of each optimiser step run by this call
+
+
+# -------------------------------------------------------------------------------------------------------------
+# loss
+# -------------------------------------------------------------------------------------------------------------
+
+def p2_loss(model, batch: dict, noise: torch.Tensor, timesteps: torch.Tensor, scheduler,
+            weights_t: torch.Tensor) -> torch.Tensor:
+    """MetaEarth loss: mean_b lambda_t * ||eps - eps_theta(x_t, t, lr, r)||^2 (mean over pixels)."""
+    x0 = to_model_range(batch["hr"])
+    x_t = scheduler.add_noise(x0, noise, timesteps)
+    eps = model(x_t, timesteps, to_model_range(batch["lr"]), batch["resolution_m"])
+    per_image = ((eps.float() - noise) ** 2).mean(dim=(1, 2, 3))
+    return (weights_t.to(per_image.device)[timesteps] * per_image).mean()
+
+
+def draw_noise(seed: int, step: int, micro: int, rank: int, shape, num_timesteps: int):
+    """(noise, timesteps) of one micro-batch, on the CPU, a pure function of its keys."""
+    g = torch.Generator().manual_seed(sample_seed(seed, step, micro, rank, _NOISE_STREAM))
+    noise = torch.randn(shape, generator=g)
+    return noise, torch.randint(0, num_timesteps, (shape[0],), generator=g)
+
+
+def build_sources(data: DataConfig) -> list:
+    sources: list = []
+    for kind in data.sources:
+        if kind == "real":
+            sources += real_sources(data.real_data_root, names=data.real_datasets, zoom_factors=data.zoom_factors)
+        elif kind == "landscape":
+            sources.append(LandscapeSource(data.landscape_seed, gsd_levels_m=data.landscape_gsd_levels_m))
+        else:
+            sources.append(procedural_source(data.procedural_seed, zoom_factors=data.zoom_factors))
+    return sources
+
+
+# -------------------------------------------------------------------------------------------------------------
+# EMA and checkpoints
+# -------------------------------------------------------------------------------------------------------------
+
+class EMA:
+    """Exponential moving average of a model's floating-point state, with the usual warm-up of the decay."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
+
+
+def _optimizer_tensors(optimizer) -> tuple[dict, dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value.detach().to("cpu").contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict, meta: dict) -> dict:
+    state: dict = {}
+    for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, key = flat.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(out_dir: Path, step: int, model, ema: EMA, optimizer, config: TrainConfig) -> Path:
+    ckpt_root = out_dir / "checkpoints"
+    final = ckpt_root / f"step_{step:06d}"
+    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    with atomic_dir(final) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                  str(tmp / "model.safetensors"))
+        save_file({k: v.cpu().contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
+        rng = {"scheme": "per-step generators seeded by (seed, step, micro, rank)", "seed": config.seed}
+        (tmp / "state.json").write_text(json.dumps({"step": step, "rng": rng, "config": config_to_dict(config)}))
+    with atomic_path(ckpt_root / "latest") as tmp:
+        tmp.write_text(final.name + "\n")
+    old = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir() and p != final)
+    for path in old[: max(0, len(old) - (config.keep_checkpoints - 1))]:
+        shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(out_dir: Path) -> Path | None:
+    """The checkpoint `latest` names, else the newest complete step_* folder, else None."""
+    ckpt_root = out_dir / "checkpoints"
+    latest = ckpt_root / "latest"
+    if latest.is_file():
+        named = ckpt_root / latest.read_text().strip()
+        if (named / "state.json").is_file():
+            return named
+    complete = sorted(p for p in ckpt_root.glob("step_*") if (p / "state.json").is_file())
+    return complete[-1] if complete else None
+
+
+def load_checkpoint(path: Path, model, ema: EMA, optimizer) -> int:
+    try:
+        state = json.loads((path / "state.json").read_text())
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        ema.shadow = {k: v.to(next(iter(ema.shadow.values())).device)
+                      for k, v in load_file(str(path / "ema.safetensors")).items()}
+        meta = json.loads((path / "optimizer.json").read_text())
+        optimizer.load_state_dict(_optimizer_state(load_file(str(path / "optimizer.safetensors")), meta))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise InputFileError(f"cannot resume from this checkpoint ({exc})", path=path,
+                             hint="delete it (the previous one is used) or train with resume=False") from None
+    return int(state["step"])
+
+
+# -------------------------------------------------------------------------------------------------------------
+# the loop
+# -------------------------------------------------------------------------------------------------------------
+
+_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints")
+
+
+def _check_same_run(path: Path, config: TrainConfig) -> None:
+    saved = json.loads((path / "state.json").read_text())["config"]
+    now = config_to_dict(config)
+    differ = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
+    if differ:
+        raise ConfigError(f"the run in {path.parent.parent} was trained with a different {', '.join(differ)}",
+                          hint="use another out_dir, or resume=False to start this folder over")
+
+
+def _make_accelerator(config: TrainConfig, device):
+    from accelerate import Accelerator
+    cpu = device is not None and torch.device(device).type == "cpu"
+    accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision)
+    if device is not None and torch.device(device).type != accelerator.device.type:
+        raise ConfigError(f"device {device} asked for, but accelerate runs on {accelerator.device}",
+                          hint="launch with the matching accelerate settings, or pass device=None")
+    return accelerator
+
+
+def _setup(config: TrainConfig, out_dir: Path, resume: bool, accelerator):
+    torch.manual_seed(config.seed)  # identical initial weights on every process and every run
+    model = MetaEarthDenoiser(config.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=config.adam_betas,
+                                  weight_decay=config.weight_decay)
+    ema = EMA(model, config.ema_decay)
+    step = 0
+    checkpoint = find_checkpoint(out_dir) if resume else None
+    if checkpoint is not None:
+        _check_same_run(checkpoint, config)
+        step = load_checkpoint(checkpoint, model, ema, optimizer)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema.shadow = {k: v.to(accelerator.device) for k, v in ema.shadow.items()}
+    return model, optimizer, ema, step
+
+
+def _optimizer_step(config, accelerator, model, optimizer, dataset, scheduler, weights_t, step) -> float:
+    rank, accum = accelerator.process_index, config.gradient_accumulation_steps
+    torch.manual_seed(sample_seed(config.seed, step, rank, _DROPOUT_STREAM))
+    total = 0.0
+    for micro in range(accum):
+        batch = dataset.batch(config.seed, step, config.batch_size, micro=micro, rank=rank,
+                              device=accelerator.device)
+        noise, t = draw_noise(config.seed, step, micro, rank, batch["hr"].shape, config.schedule.num_train_timesteps)
+        sync = accelerator.no_sync(model) if micro < accum - 1 else contextlib.nullcontext()
+        with sync:
+            with accelerator.autocast():
+                loss = p2_loss(model, batch, noise.to(accelerator.device), t.to(accelerator.device), scheduler,
+                               weights_t) / accum
+            accelerator.backward(loss)
+        total += float(loss.detach())
+    if config.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    mean = accelerator.reduce(torch.tensor(total, device=accelerator.device), reduction="mean")
+    return float(mean)
+
+
+def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = True, device: torch.device | str | None = None,
+          sources: list | None = None, progress: bool = True) -> TrainResult:
+    """Train (or resume training) until `config.steps` optimiser steps; return where the EMA model is.
+
+    sources: data sources to use instead of the ones `config.data` names (tests, custom data)."""
+    out_dir = Path(out_dir)
+    accelerator = _make_accelerator(config, device)
+    if accelerator.is_main_process:
+        with atomic_path(out_dir / "config.json") as tmp:
+            tmp.write_text(config.to_json())
+    dataset = TripletDataset(sources if sources is not None else build_sources(config.data),
+                             crop_px=config.model.sample_size, scale=config.model.scale,
+                             degradation=config.degradation)
+    scheduler = ddpm_scheduler(config.schedule)
+    weights_t = p2_weights(config.schedule, k=config.p2_k, gamma=config.p2_gamma)
+    model, optimizer, ema, step = _setup(config, out_dir, resume, accelerator)
+    model.train()
+    losses: list[float] = []
+    from tqdm.auto import tqdm
+    bar = tqdm(total=config.steps, initial=step, desc="train", disable=not (progress and accelerator.is_main_process))
+    while step < config.steps:
+        loss = _optimizer_step(config, accelerator, model, optimizer, dataset, scheduler, weights_t, step)
+        step += 1
+        ema.update(accelerator.unwrap_model(model), step)
+        losses.append(loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            if accelerator.is_main_process:
+                save_checkpoint(out_dir, step, accelerator.unwrap_model(model), ema, optimizer, config)
+            accelerator.wait_for_everyone()
+    bar.close()
+    model_dir = out_dir / "model"
+    if accelerator.is_main_process:
+        final = MetaEarthDenoiser(config.model)
+        final.load_state_dict({k: v.detach().cpu() for k, v in ema.shadow.items()}, strict=False)
+        final.save_pretrained(model_dir)
+    accelerator.wait_for_everyone()
+    return TrainResult(model_dir=model_dir, step=step, losses=losses)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m earthsynth.generate.train --config c.json --out dir` (also under `accelerate launch`)."""
+    parser = argparse.ArgumentParser(description="Train the MetaEarth denoiser.")
+    parser.add_argument("--config", type=Path, help="TrainConfig JSON (default: TrainConfig.cpu_default())")
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    parser.add_argument("--steps", type=int, help="override config.steps")
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        if not args.config.is_file():
+            raise InputFileError("no such config file", path=args.config)
+        config = TrainConfig.from_json(args.config.read_text())
+    else:
+        config = TrainConfig.cpu_default()
+    if args.steps is not None:
+        config = replace(config, steps=args.steps)
+    result = train(config, args.out, resume=not args.no_resume)
+    print(json.dumps({"model_dir": str(result.model_dir), "step": result.step,
+                      "last_loss": result.losses[-1] if result.losses else None}))
+
+
+if __name__ == "__main__":
+    main()
