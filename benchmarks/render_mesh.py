@@ -5,7 +5,10 @@ Prints one JSON line per measurement. Ours is the numba rasteriser (visibility +
 pixel centre: triangle id, distance, barycentrics), timed the same way. Warm-up first (JIT compile / BVH build are
 excluded from "seconds" and reported apart), best of 3.
 
-    python benchmarks/render_mesh.py [--grid 300] [--boxes 3000] [--size 1024]
+Two meshes: a city (grid terrain + boxes, 210k triangles, a few pixels each at 1024^2) and a dense terrain
+(2M triangles, about half a pixel each top-down: the small-triangle regime where the per-triangle cost dominates).
+
+    python benchmarks/render_mesh.py [--grid 300] [--boxes 3000] [--dense-grid 1000] [--size 1024]
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import json
 import time
 
+import numba
 import numpy as np
 
 from earthsynth.geo.pinhole import Camera, OrthoCamera
@@ -79,12 +83,13 @@ def pixel_rays(camera):
     return origins.reshape(-1, 3).astype(np.float32), dirs.reshape(-1, 3).astype(np.float32)
 
 
-def embree_peer(vertices_n3, faces_f3, cameras):
+def embree_peer(vertices_n3, faces_f3, cameras, mesh_name):
     try:
         from embreex import rtcore_scene
         from embreex.mesh_construction import TriangleMesh
     except ImportError:
-        print(json.dumps({"bench": "render_mesh", "backend": "embreex", "skipped": "embreex not installed"}))
+        print(json.dumps({"bench": "render_mesh", "backend": "embreex", "mesh": mesh_name,
+                          "skipped": "embreex not installed"}))
         return
     start = time.perf_counter()
     scene = rtcore_scene.EmbreeScene()
@@ -95,17 +100,17 @@ def embree_peer(vertices_n3, faces_f3, cameras):
     for name, camera in cameras:
         origins, dirs = pixel_rays(camera)
         seconds = best_of(lambda: scene.run(origins, dirs, output=1))
-        report("embreex", name, len(faces_f3), camera.width, camera.height, seconds, build_seconds=round(build_s, 4),
-               note="one primary ray per pixel; rays generated outside the timing")
+        report("embreex", name, len(faces_f3), camera.width, camera.height, seconds, mesh=mesh_name,
+               build_seconds=round(build_s, 4), note="one primary ray per pixel; rays generated outside the timing")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", type=int, default=300)
+    parser.add_argument("--grid", type=int, default=300, help="terrain cells per side of the city mesh")
     parser.add_argument("--boxes", type=int, default=3000)
+    parser.add_argument("--dense-grid", type=int, default=1000, help="cells per side of the small-triangle terrain")
     parser.add_argument("--size", type=int, default=1024)
     args = parser.parse_args()
-    vertices_n3, faces_f3 = city_mesh(args.grid, args.boxes)
     size = args.size
     cameras = [
         ("perspective-oblique", Camera.orbit((500.0, 500.0, 0.0), elevation_deg=45.0, azimuth_deg=30.0, radius=1200.0,
@@ -113,13 +118,15 @@ def main():
         ("ortho-top-down", OrthoCamera.top_down(0.0, 1000.0, 1000.0 / size, size, size)),
     ]
     start = time.perf_counter()
-    rasterize(vertices_n3[:3], np.array([[0, 1, 2]]), cameras[0][1])
+    rasterize(np.eye(3), np.array([[0, 1, 2]]), cameras[0][1])
     compile_s = time.perf_counter() - start
-    for name, camera in cameras:
-        seconds = best_of(lambda: rasterize(vertices_n3, faces_f3, camera))
-        report("earthsynth-numba", name, len(faces_f3), camera.width, camera.height, seconds,
-               first_call_seconds=round(compile_s, 3))
-    embree_peer(vertices_n3, faces_f3, cameras)
+    meshes = [("city", city_mesh(args.grid, args.boxes)), ("dense-terrain", city_mesh(args.dense_grid, 0))]
+    for mesh_name, (vertices_n3, faces_f3) in meshes:
+        for name, camera in cameras:
+            seconds = best_of(lambda: rasterize(vertices_n3, faces_f3, camera))
+            report("earthsynth-numba", name, len(faces_f3), camera.width, camera.height, seconds, mesh=mesh_name,
+                   first_call_seconds=round(compile_s, 3), threads=numba.get_num_threads())
+        embree_peer(vertices_n3, faces_f3, cameras, mesh_name)
 
 
 if __name__ == "__main__":

@@ -43,13 +43,13 @@ def run_demo(out: str | Path, *, seed: int = 0, log=print) -> Path:
         log("synthesizing the built-in scene...")
         scene = synthesize_scene(SynthConfig(seed=seed), scene_dir, progress=True)
     rpc_px = rpc_vs_exact_camera_px(scene)
-    log(f"fitted RPCs vs exact cameras over the truth DSM: max {max(rpc_px.values()):.4f} px")
+    log(f"fitted RPCs vs exact cameras over the truth DSM: max {max(rpc_px.values()):.2e} px")
 
     if not (imported_dir / "scene.json").exists():
         log("importing the views through the RPC path...")
         import_scene(scene_dir / "images", imported_dir, log=log)
     approx = dict(approximate_scene_cameras(imported_dir))
-    log(f"pinhole approximations: max {max(a.max_px for a in approx.values()):.4f} px")
+    log(f"pinhole approximations: max {max(a.max_px for a in approx.values()):.2e} px")
 
     log("rendering the truth test views...")
     truth_pngs = render_truth_views(scene_dir, out / "truth_views")
@@ -70,8 +70,8 @@ def write_index(out: Path, scene, sat_pngs, truth_pngs, metrics) -> Path:
     rel = lambda p: html.escape(str(Path(p).relative_to(out)))  # noqa: E731
     rows = "".join(
         f"<tr><td>{html.escape(v.name)}</td><td>{v.date or ''}</td><td>{v.sun_elevation or ''}</td>"
-        f"<td>{metrics['rpc_vs_exact_camera_max_px'][v.name]:.4f}</td>"
-        f"<td>{metrics['pinhole_approx'][v.name]['max_px']:.4f}</td></tr>" for v, _ in sat_pngs)
+        f"<td>{metrics['rpc_vs_exact_camera_max_px'][v.name]:.2e}</td>"
+        f"<td>{metrics['pinhole_approx'][v.name]['max_px']:.2e}</td></tr>" for v, _ in sat_pngs)
     sat = "".join(f'<figure><img src="{rel(p)}"><figcaption>{html.escape(v.name)}</figcaption></figure>'
                   for v, p in sat_pngs)
     truth = "".join(f'<figure><img src="{rel(p)}"><figcaption>{html.escape(Path(p).stem)}</figcaption></figure>'

@@ -76,10 +76,15 @@ def as_unit_rgb(pixels: np.ndarray, *, where: str = "image") -> np.ndarray:
 # -------------------------------------------------------------------------------------------------------------
 
 class ImageSource:
-    """One image (H, W, 3) with its true GSD, loaded on first use; crops at gsd * f for f in zoom_factors."""
+    """One image (H, W, 3) with its true GSD, loaded on first use; crops at gsd * f for f in zoom_factors.
 
-    def __init__(self, name: str, load: Callable[[], tuple[np.ndarray, float]], *,
-                 zoom_factors: Sequence[int] = (1, 2, 4)):
+    `load()` returns (rgb, gsd_m) or (rgb, gsd_m, valid_hw): with a validity mask (False = nodata), crops are
+    redrawn (up to `CROP_TRIES` times, deterministically) until at least `MIN_VALID_FRACTION` of them is valid."""
+
+    CROP_TRIES = 8
+    MIN_VALID_FRACTION = 0.95
+
+    def __init__(self, name: str, load: Callable[[], tuple], *, zoom_factors: Sequence[int] = (1, 2, 4)):
         if not zoom_factors or any(int(f) != f or f < 1 for f in zoom_factors):
             raise ConfigError(f"source {name}: zoom_factors must be positive integers, got {zoom_factors}")
         self.name = name
@@ -87,13 +92,19 @@ class ImageSource:
         self._load = load
         self._image: np.ndarray | None = None
         self._gsd_m: float | None = None
+        self._valid_table: np.ndarray | None = None   # summed-area table of the validity mask
 
     def _ensure(self) -> None:
-        if self._image is None:
-            rgb, gsd_m = self._load()
-            if not (isinstance(gsd_m, (int, float)) and math.isfinite(gsd_m) and gsd_m > 0):
-                raise ConfigError(f"source {self.name}: its GSD must be a positive number of m/px, got {gsd_m!r}")
-            self._image, self._gsd_m = as_unit_rgb(rgb, where=f"source {self.name}"), float(gsd_m)
+        if self._image is not None:
+            return
+        loaded = self._load()
+        rgb, gsd_m = loaded[0], loaded[1]
+        if not (isinstance(gsd_m, (int, float)) and math.isfinite(gsd_m) and gsd_m > 0):
+            raise ConfigError(f"source {self.name}: its GSD must be a positive number of m/px, got {gsd_m!r}")
+        self._image, self._gsd_m = as_unit_rgb(rgb, where=f"source {self.name}"), float(gsd_m)
+        if len(loaded) > 2 and loaded[2] is not None:
+            table = np.asarray(loaded[2], dtype=np.int64).cumsum(0).cumsum(1)
+            self._valid_table = np.pad(table, ((1, 0), (1, 0)))
 
     def levels(self, crop_px: int) -> tuple[float, ...]:
         """The GSDs (m/px) this source can deliver a crop_px x crop_px crop at."""
@@ -101,13 +112,26 @@ class ImageSource:
         h, w = self._image.shape[:2]
         return tuple(self._gsd_m * f for f in self.zoom_factors if crop_px * f <= min(h, w))
 
+    def _valid_fraction(self, row: int, col: int, size: int) -> float:
+        if self._valid_table is None:
+            return 1.0
+        t = self._valid_table
+        inside = t[row + size, col + size] - t[row, col + size] - t[row + size, col] + t[row, col]
+        return float(inside) / (size * size)
+
     def crop(self, g: torch.Generator, crop_px: int, gsd_m: float) -> np.ndarray:
         """A random crop (crop_px, crop_px, 3) float32 at `gsd_m` (one of `levels`)."""
         self._ensure()
         factor = int(round(gsd_m / self._gsd_m))
         size = crop_px * factor
         h, w = self._image.shape[:2]
-        row, col = _randint(g, h - size + 1), _randint(g, w - size + 1)
+        best = (-1.0, 0, 0)
+        for _ in range(self.CROP_TRIES):
+            row, col = _randint(g, h - size + 1), _randint(g, w - size + 1)
+            best = max(best, (self._valid_fraction(row, col, size), row, col))
+            if best[0] >= self.MIN_VALID_FRACTION:
+                break
+        _, row, col = best
         return _area_down(self._image[row: row + size, col: col + size], factor).astype(np.float32)
 
 
@@ -164,12 +188,12 @@ def raster_gsd_m(path: str | Path) -> float:
     if crs is None or t.is_identity:
         raise InputFileError("the raster has no geotransform, so its GSD is unknown", path=path,
                              hint="give the source a stated gsd_m (e.g. from the sensor's documentation)")
-    cx, cy = t * (w / 2, h / 2)
+    cx, cy = t @ (w / 2, h / 2)
     crs = CRS.from_user_input(crs)
     if crs.is_geographic:
         geod = Geod(ellps="WGS84")
-        dx = geod.inv(cx, cy, *(t * (w / 2 + 1, h / 2)))[2]
-        dy = geod.inv(cx, cy, *(t * (w / 2, h / 2 + 1)))[2]
+        dx = geod.inv(cx, cy, *(t @ (w / 2 + 1, h / 2)))[2]
+        dy = geod.inv(cx, cy, *(t @ (w / 2, h / 2 + 1)))[2]
         return float(math.sqrt(dx * dy))
     unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
     return float(math.sqrt(math.hypot(t.a, t.d) * math.hypot(t.b, t.e)) * unit)
@@ -184,10 +208,12 @@ def raster_source(path: str | Path, *, bands: Sequence[int] = (1, 2, 3), gsd_m: 
 
     def load() -> tuple[np.ndarray, float]:
         from earthsynth.io.raster import read_raster
-        pixels_hwb = np.moveaxis(read_raster(path, bands=list(bands)).data, 0, -1)
+        raster = read_raster(path, bands=list(bands))
+        valid_hw = None if raster.nodata is None else ~np.all(raster.data == raster.nodata, axis=0)
+        pixels_hwb = np.moveaxis(raster.data, 0, -1)
         if pixels_hwb.shape[-1] == 1:
             pixels_hwb = pixels_hwb[..., 0]
-        return pixels_hwb, (gsd_m if gsd_m is not None else raster_gsd_m(path))
+        return pixels_hwb, (gsd_m if gsd_m is not None else raster_gsd_m(path)), valid_hw
     return ImageSource(name or path.stem, load, zoom_factors=zoom_factors)
 
 

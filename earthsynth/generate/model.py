@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -223,6 +224,7 @@ class MetaEarthDenoiser(nn.Module):
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp), metadata={"format": _FORMAT})
+            os.chmod(tmp, 0o644)  # safetensors creates owner-only files; weights are meant to be shared
         return directory
 
     @classmethod

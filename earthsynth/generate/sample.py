@@ -20,11 +20,9 @@ from earthsynth.generate.schedule import ScheduleConfig, ddim_scheduler
 
 def initial_noise_for(model: MetaEarthDenoiser, condition_lr: torch.Tensor,
                       generator: torch.Generator | int) -> torch.Tensor:
-    """x_T ~ N(0, I) of the output shape for this condition, drawn on the CPU (float32)."""
-    cond = _as_batch(condition_lr, model)
-    b, c, h, w = cond.shape
-    s = model.config.scale
-    return torch.randn((b, c, h * s, w * s), generator=as_generator(generator), dtype=torch.float32)
+    """x_T ~ N(0, I) of the output shape for this condition, drawn on the CPU (float32): what `sample` draws
+    from the same seed. The tiled generator draws it once and passes it to every window."""
+    return _initial(model, _as_batch(condition_lr, model), as_generator(generator), None)
 
 
 def _as_batch(condition_lr: torch.Tensor, model: MetaEarthDenoiser) -> torch.Tensor:
@@ -58,21 +56,30 @@ def sample(model: MetaEarthDenoiser, condition_lr: torch.Tensor, resolution_m, *
     cond = _as_batch(condition_lr, model)
     gen = as_generator(generator)
     x = _initial(model, cond, gen, initial_noise).to(device)
+    was_training = model.training
     model = model.to(device).eval()
-    cond = to_model_range(cond.to(device, torch.float32))
-    features = model.encode_condition(cond)
+    try:
+        x = _ddim_loop(model, x, to_model_range(cond.to(device, torch.float32)), resolution_m, steps=steps,
+                       eta=eta, generator=gen, schedule=schedule, progress=progress)
+    finally:
+        model.train(was_training)
+    out = from_model_range(x)
+    return out[0] if unbatched else out
+
+
+def _ddim_loop(model, x, cond, resolution_m, *, steps, eta, generator, schedule, progress) -> torch.Tensor:
+    features = model.encode_condition(cond)               # once for all steps: the condition does not change
     res_emb = model.embed_resolution(resolution_m, cond.shape[0])
     scheduler = ddim_scheduler(schedule)
-    scheduler.set_timesteps(steps, device=device)
+    scheduler.set_timesteps(steps, device=x.device)
     timesteps = scheduler.timesteps
     if progress:
         from tqdm.auto import tqdm
         timesteps = tqdm(timesteps, desc="DDIM", leave=False)
     for t in timesteps:
         eps = model.denoise(x, t, features, res_emb)
-        x = scheduler.step(eps, t, x, eta=eta, generator=gen if eta > 0 else None).prev_sample
-    out = from_model_range(x)
-    return out[0] if unbatched else out
+        x = scheduler.step(eps, t, x, eta=eta, generator=generator if eta > 0 else None).prev_sample
+    return x
 
 
 def _initial(model, cond, gen, initial_noise) -> torch.Tensor:

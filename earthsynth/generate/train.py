@@ -1,7 +1,10 @@
 """Training of the MetaEarth denoiser: P2-weighted epsilon loss, HF accelerate, EMA, atomic checkpoints, resume.
 
     train(TrainConfig.cpu_default(), "runs/metaearth")                       # one process
-    accelerate launch --num_processes 2 --cpu -m earthsynth.generate.train --config c.json --out runs/x
+    accelerate launch --multi_gpu --num_processes 2 -m earthsynth.generate.train --config c.json --out runs/x
+
+(`--multi_gpu` is accelerate's torchrun launcher; on a machine without accelerator, or with ACCELERATE_USE_CPU=1,
+the processes run data-parallel on CPUs over gloo. accelerate's own `--cpu` flag starts a single process.)
 
 Every random draw of optimiser step k (data crops, degradations, noise, timesteps, dropout) comes from
 generators seeded by (seed, k, micro-batch, process), so the RNG state of a run is a function of its step:
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +34,7 @@ from earthsynth.generate.data import (REAL_DATASETS, LandscapeSource, TripletDat
 from earthsynth.generate.degrade import DegradationConfig
 from earthsynth.generate.model import MetaEarthDenoiser, to_model_range
 from earthsynth.generate.schedule import P2_GAMMA, P2_K, ScheduleConfig, ddpm_scheduler, p2_weights
-from earthsynth.io.atomic import atomic_dir, atomic_path
+from earthsynth.io.atomic import atomic_dir, atomic_path, remove_stale_temps
 
 SOURCE_KINDS = ("landscape", "real", "procedural")
 _NOISE_STREAM, _DROPOUT_STREAM = 1, 2
@@ -109,6 +113,7 @@ class TrainResult:
     model_dir: Path
     step: int
     losses: list[float]          # mean P2 loss of each optimiser step run by this call
+    num_processes: int = 1
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -247,7 +252,10 @@ def _check_same_run(path: Path, config: TrainConfig) -> None:
 
 def _make_accelerator(config: TrainConfig, device):
     from accelerate import Accelerator
-    cpu = device is not None and torch.device(device).type == "cpu"
+    if device is None:   # no accelerator at all: say so, so that a multi-process launch uses gloo on CPUs
+        cpu = torch.accelerator.current_accelerator() is None
+    else:
+        cpu = torch.device(device).type == "cpu"
     accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision)
     if device is not None and torch.device(device).type != accelerator.device.type:
         raise ConfigError(f"device {device} asked for, but accelerate runs on {accelerator.device}",
@@ -302,6 +310,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = True, devi
     out_dir = Path(out_dir)
     accelerator = _make_accelerator(config, device)
     if accelerator.is_main_process:
+        remove_stale_temps(out_dir / "checkpoints")   # half-written checkpoints of a killed run
         with atomic_path(out_dir / "config.json") as tmp:
             tmp.write_text(config.to_json())
     dataset = TripletDataset(sources if sources is not None else build_sources(config.data),
@@ -332,7 +341,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = True, devi
         final.load_state_dict({k: v.detach().cpu() for k, v in ema.shadow.items()}, strict=False)
         final.save_pretrained(model_dir)
     accelerator.wait_for_everyone()
-    return TrainResult(model_dir=model_dir, step=step, losses=losses)
+    return TrainResult(model_dir=model_dir, step=step, losses=losses, num_processes=accelerator.num_processes)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -352,8 +361,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps is not None:
         config = replace(config, steps=args.steps)
     result = train(config, args.out, resume=not args.no_resume)
-    print(json.dumps({"model_dir": str(result.model_dir), "step": result.step,
-                      "last_loss": result.losses[-1] if result.losses else None}))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"model_dir": str(result.model_dir), "step": result.step,
+                          "num_processes": result.num_processes,
+                          "last_loss": result.losses[-1] if result.losses else None}))
 
 
 if __name__ == "__main__":

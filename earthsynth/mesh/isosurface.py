@@ -15,20 +15,27 @@ A vertex on edge (a, b) with s_a < 0 <= s_b (or the reverse) is placed at
     x = x_a + s_a / (s_a - s_b) (x_b - x_a),
 
 differentiable w.r.t. both SDF values (the only values it depends on). Inside means s < 0; s == 0 counts as
-outside. Faces are counter-clockwise seen from outside (normals point towards increasing s), the convention of
+outside, so a grid value of exactly 0 puts the vertices of all its crossing edges on that grid point: still
+closed edge by edge, but coincident positions (welding them by position would pinch the surface there).
+MT makes more triangles than marching cubes: a horizontal plane costs 8 per cube crossed (6 tetrahedra,
+two of them cut in quads), so a 128^3 2.5D scene gives roughly 0.5 M faces.
+
+Faces are counter-clockwise seen from outside (normals point towards increasing s), the convention of
 `earthsynth.io.mesh.TexturedMesh`; the 16-case table is built at import from one reference tetrahedron and
 holds for all 6 because each is ordered to be positively oriented (an orientation-preserving affine map keeps
 the side a triangle faces).
 
 Closing a 2.5D surface. A height field's zero set runs into the sides of the grid, so it is open there.
-With `closed=True` (default) the grid is padded by one layer of points on all six sides whose values are the
-absolute value of the nearest grid value: the outside world is "outside", so the solid {s < 0} is capped.
-Where the boundary layer is inside (s_a < 0) the padded value is -s_a, so on axis-aligned edges the cap lies at
-exactly half a cell beyond the outermost sample points (on the diagonal edges it stays within that slab): for a
-grid whose samples are cell centres (a raster's pixel centres, a voxel grid's voxel centres) this is the outer
-face of the boundary cells. The bottom of a 2.5D solid (the grid's lowest layer is below the ground, hence
-inside) becomes a flat floor, the sides vertical walls: a closed, watertight solid. The caps do not move with
-the SDF on axis edges (t = 1/2 whatever s_a is).
+With `closed=True` (default) the grid is padded by one layer of points on all six sides that count as outside:
+the solid {s < 0} is capped where it meets the grid sides, its bottom (the lowest layer is below the ground,
+hence inside) becomes a flat floor, its sides vertical walls: a closed, watertight solid. A vertex on an edge
+with a padded end is put at the edge's midpoint, so the caps are flat and lie exactly half a cell beyond the
+outermost sample points: for a grid whose samples are cell centres (a raster's pixel centres, a voxel grid's
+voxel centres) that is the outer face of the boundary cells. The caps do not depend on the SDF values (no
+gradient); the rim where the surface meets a cap is the strip between the last sample layer and the cap.
+Placing these vertices at midpoints instead of interpolating keeps the mesh embedded and watertight: any
+crossing point strictly inside each edge does, because each tetrahedron's triangles stay inside it and
+neighbouring tetrahedra share the vertices of their common edges.
 """
 
 from __future__ import annotations
@@ -118,8 +125,9 @@ del _lows, _dirs
 class Isosurface(NamedTuple):
     vertices_v3: torch.Tensor   # positions, differentiable w.r.t. the SDF grid
     faces_f3: torch.Tensor      # int64, counter-clockwise seen from outside
-    edges_v2: torch.Tensor      # int64 flat indices into the caller's SDF grid of the two values each vertex
-                                # depends on (with closed=True a padded point is named by the grid point it mirrors)
+    edges_v2: torch.Tensor      # int64 flat indices into the caller's SDF grid of the edge's two end points, the
+                                # only values the vertex depends on; -1 names a padding point (closed=True): such
+                                # a vertex is a cap vertex at the edge midpoint and depends on no value
 
 
 def extract_isosurface(sdf_grid_rrr: torch.Tensor, bounds_min, bounds_max, *,
@@ -148,14 +156,15 @@ def _check_grid(sdf: torch.Tensor, bounds_min, bounds_max) -> tuple[torch.Tensor
 
 
 def _pad_outside(sdf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One layer of |nearest value| on every side, and for each padded point the flat index of its source."""
+    """One layer of outside points (value 1) on every side, and for each padded-grid point the flat index of the
+    caller's grid point it is (-1 for the padding)."""
     rx, ry, rz = sdf.shape
-    ix, iy, iz = (torch.arange(-1, n + 1, device=sdf.device).clamp(0, n - 1) for n in (rx, ry, rz))
+    ix, iy, iz = (torch.arange(-1, n + 1, device=sdf.device) for n in (rx, ry, rz))
     source = (ix[:, None, None] * ry + iy[None, :, None]) * rz + iz[None, None, :]
-    padded = F.pad(sdf[None, None], (1, 1, 1, 1, 1, 1), mode="replicate")[0, 0]
-    border = torch.ones_like(padded, dtype=torch.bool)
-    border[1:-1, 1:-1, 1:-1] = False
-    return torch.where(border, padded.abs(), padded), source
+    is_pad = ((ix[:, None, None] < 0) | (ix[:, None, None] >= rx) | (iy[None, :, None] < 0)
+              | (iy[None, :, None] >= ry) | (iz[None, None, :] < 0) | (iz[None, None, :] >= rz))
+    padded = F.pad(sdf[None, None], (1, 1, 1, 1, 1, 1), mode="constant", value=1.0)[0, 0]
+    return padded, torch.where(is_pad, -1, source)
 
 
 def _surface_cubes(inside: torch.Tensor) -> torch.Tensor:
@@ -193,7 +202,7 @@ def marching_tetrahedra(sdf_grid_rrr: torch.Tensor, bounds_min, bounds_max, *, c
     sdf, source = sdf_grid_rrr, None
     if closed:
         sdf, source = _pad_outside(sdf_grid_rrr)
-        lo, sizes = lo - spacing, sizes + 2
+        lo = lo - spacing
     strides = torch.tensor([sdf.shape[1] * sdf.shape[2], sdf.shape[2], 1], device=sdf.device)
     sdf_flat = sdf.reshape(-1)
     inside_flat = sdf_flat < 0
@@ -205,13 +214,14 @@ def marching_tetrahedra(sdf_grid_rrr: torch.Tensor, bounds_min, bounds_max, *, c
     point_a = keys // 7
     point_b = point_a + (_DIRECTIONS_73.to(sdf.device)[keys % 7] * strides).sum(-1)
     s_a, s_b = sdf_flat[point_a], sdf_flat[point_b]
-    t = (s_a / (s_a - s_b))[:, None]
-    x_a = lo + _unravel(point_a, strides).to(lo.dtype) * spacing
-    x_b = lo + _unravel(point_b, strides).to(lo.dtype) * spacing
-    vertices = x_a + t * (x_b - x_a)
+    t = s_a / (s_a - s_b)
     edges = torch.stack([point_a, point_b], dim=1)
     if source is not None:
         edges = source.reshape(-1)[edges]
+        t = torch.where((edges < 0).any(dim=1), torch.full_like(t, 0.5), t)   # caps: edge midpoints
+    x_a = lo + _unravel(point_a, strides).to(lo.dtype) * spacing
+    x_b = lo + _unravel(point_b, strides).to(lo.dtype) * spacing
+    vertices = x_a + t[:, None] * (x_b - x_a)
     return Isosurface(vertices, inverse.reshape(-1, 3), edges)
 
 

@@ -8,7 +8,9 @@ For every cell of a UTM ground grid and every height hypothesis (`mvs_setup`), e
 3D point (x, y, h) projects, and pairs of views are compared by ZNCC over a window of ground cells (`mvs_cost`).
 SGM (`mvs_sgm`) aggregates 1 - ZNCC along 8 directions, the winner gets a parabolic sub-step fit, and a cell is
 kept only if its peak ZNCC is high enough, its minimum is distinctive, enough pairs whose views both see it agree
-(z-buffer occlusion test per view), and it is not an isolated speckle (`mvs_filter`). The grid is processed in
+(z-buffer occlusion test per view), it is not next to a height jump (where window matching fattens raised
+objects) and it is not an isolated speckle (`mvs_filter`). Relative pointing errors between views are corrected
+first (`mvs_pointing`). The grid is processed in
 overlapping tiles so memory stays bounded whatever the scene size.
 
 Outputs (one folder, written atomically): dsm.tif (scene CRS, ellipsoidal heights, NaN = no estimate),
@@ -45,17 +47,19 @@ class MVSConfig:
     max_base_to_height: float = 1.2
     target_base_to_height: float = 0.3
     pair_keep_fraction: float = 0.5                 # fuse the best half of the valid pairs (occlusion-robust)
-    sgm_p1: float = 0.1                             # cost units (1 - ZNCC), one height step
-    sgm_p2: float = 1.0                             # larger height jumps
+    sgm_p1: float = 0.2                             # cost units (1 - ZNCC), one height step
+    sgm_p2: float = 4.0                             # larger height jumps
     sgm_directions: int = 8
     min_ncc: float = 0.5                            # reject cells whose fused peak ZNCC is lower
-    max_uniqueness: float = 0.99                    # reject if best / second-best aggregated cost is higher
+    max_uniqueness: float = 0.85                    # reject if best / second-best aggregated cost is higher
     min_support_pairs: int = 2                      # pairs (both views see the cell, ZNCC >= min_ncc); clipped
     occlusion_tolerance_m: float | None = None      # None: 2 height steps
+    edge_jump_m: float = 2.0                        # drop cells near a jump of the dense heights larger than this
+    edge_radius: int | None = None                  # ... within this many cells; None: window_radius + 1; 0: off
     speckle_max_step_m: float | None = None         # None: 2 height steps
     speckle_min_cells: int = 25
     pointing_search_px: float = 3.0                 # relative pointing correction search (0: off)
-    pointing_window_cells: int = 192                # central window used to estimate it
+    pointing_window_cells: int = 128                # central window used to estimate it
     tile_cells: int = 256
     tile_margin: int = 24
     reference_view: str | None = None               # colours of the points; None = the most nadir view
@@ -73,6 +77,7 @@ class MVSConfig:
             (0 <= self.sgm_p1 <= self.sgm_p2, "need 0 <= sgm_p1 <= sgm_p2"),
             (self.sgm_directions in (4, 8), "sgm_directions must be 4 or 8"),
             (-1 <= self.min_ncc < 1, "min_ncc must be in [-1, 1)"),
+            (self.edge_jump_m > 0 and (self.edge_radius is None or self.edge_radius >= 0), "bad edge filter"),
             (self.pointing_search_px >= 0, "pointing_search_px must be >= 0"),
             (self.pointing_window_cells >= 32, "pointing_window_cells must be >= 32"),
             (self.tile_cells >= 16 and self.tile_margin >= self.window_radius + 1, "tile too small"),

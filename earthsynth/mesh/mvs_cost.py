@@ -52,10 +52,9 @@ def evaluate_height_polynomials(coef_2khw: np.ndarray, t) -> tuple[np.ndarray, n
     return col, row
 
 
-def interpolation_error_px(coef_2khw, project_fn, t_check: np.ndarray, stride: int = 8) -> float:
-    """Largest distance (px) between the interpolated and the exact projection at heights `t_check`, on every
-    `stride`-th cell. project_fn(t, rows_slice, cols_slice) -> (cols, rows) exact."""
-    sub = (slice(None, None, stride), slice(None, None, stride))
+def interpolation_error_px(coef_2khw, project_fn, t_check: np.ndarray, sub=(slice(None), slice(None))) -> float:
+    """Largest distance (px) between the interpolated and the exact projection at heights `t_check` on the
+    cells `sub` (a (rows, cols) pair of slices). project_fn(t, sub) -> (cols, rows) exact."""
     worst = 0.0
     for t in t_check:
         col_exact, row_exact = project_fn(float(t), sub)
@@ -101,28 +100,56 @@ def _sample_slice(images, coef, t, out):
 
 
 @njit(cache=True)
-def _integral(values, mode, other):
-    """Summed-area table (H+1, W+1) of: mode 0 valid count, 1 value, 2 value², 3 value * other. NaN -> 0."""
+def _view_window_stats(values, radius, min_var, table, mean_out, std_out):
+    """Window mean and standard deviation of one sampled view (NaN where the (2r+1)^2 window is not complete
+    or is textureless: variance < min_var). `table` is (3, H+1, W+1) scratch for the summed-area tables."""
     height, width = values.shape
-    table = np.zeros((height + 1, width + 1))
     for y in range(height):
-        running = 0.0
+        run_n = run_s = run_q = 0.0
         for x in range(width):
             a = values[y, x]
-            if mode == 3:
-                b = other[y, x]
-                term = 0.0 if (math.isnan(a) or math.isnan(b)) else a * b
-            elif math.isnan(a):
-                term = 0.0
-            elif mode == 0:
-                term = 1.0
-            elif mode == 1:
-                term = a
-            else:
-                term = a * a
-            running += term
-            table[y + 1, x + 1] = table[y, x + 1] + running
-    return table
+            if not math.isnan(a):
+                run_n += 1.0
+                run_s += a
+                run_q += a * a
+            table[0, y + 1, x + 1] = table[0, y, x + 1] + run_n
+            table[1, y + 1, x + 1] = table[1, y, x + 1] + run_s
+            table[2, y + 1, x + 1] = table[2, y, x + 1] + run_q
+    full = (2 * radius + 1) ** 2
+    for y in range(height):
+        for x in range(width):
+            mean_out[y, x] = np.nan
+            if y < radius or x < radius or y >= height - radius or x >= width - radius:
+                continue
+            y0, x0, y1, x1 = y - radius, x - radius, y + radius + 1, x + radius + 1
+            if _box(table[0], y0, x0, y1, x1) < full:
+                continue
+            mean = _box(table[1], y0, x0, y1, x1) / full
+            var = _box(table[2], y0, x0, y1, x1) / full - mean * mean
+            if var >= min_var:
+                mean_out[y, x] = mean
+                std_out[y, x] = math.sqrt(var)
+
+
+@njit(cache=True)
+def _pair_window_zncc(a_values, b_values, mean_a, std_a, mean_b, std_b, radius, table, out):
+    """ZNCC of two sampled views over each complete, textured window (NaN elsewhere)."""
+    height, width = a_values.shape
+    for y in range(height):
+        run = 0.0
+        for x in range(width):
+            a, b = a_values[y, x], b_values[y, x]
+            if not (math.isnan(a) or math.isnan(b)):
+                run += a * b
+            table[y + 1, x + 1] = table[y, x + 1] + run
+    full = (2 * radius + 1) ** 2
+    for y in range(height):
+        for x in range(width):
+            if math.isnan(mean_a[y, x]) or math.isnan(mean_b[y, x]):
+                out[y, x] = np.nan
+                continue
+            product = _box(table, y - radius, x - radius, y + radius + 1, x + radius + 1) / full
+            out[y, x] = (product - mean_a[y, x] * mean_b[y, x]) / (std_a[y, x] * std_b[y, x])
 
 
 @njit(cache=True, inline="always")
@@ -161,25 +188,23 @@ def _fuse_top(scores, count, keep):
 def _slice_scores(samples, pairs, radius, min_var, keep, out_d):
     """Fused ZNCC of one height slice: out_d[y, x] (NaN where no pair has a full, textured window)."""
     n_views, height, width = samples.shape
-    counts = [_integral(samples[v], 0, samples[v]) for v in range(n_views)]
-    sums = [_integral(samples[v], 1, samples[v]) for v in range(n_views)]
-    squares = [_integral(samples[v], 2, samples[v]) for v in range(n_views)]
-    products = [_integral(samples[pairs[p, 0]], 3, samples[pairs[p, 1]]) for p in range(pairs.shape[0])]
-    full = (2 * radius + 1) ** 2
-    scores = np.empty(pairs.shape[0])
+    n_pairs = pairs.shape[0]
+    table = np.zeros((3, height + 1, width + 1))
+    means = np.empty((n_views, height, width))
+    stds = np.empty((n_views, height, width))
+    for v in range(n_views):
+        _view_window_stats(samples[v], radius, min_var, table, means[v], stds[v])
+    pair_scores = np.empty((n_pairs, height, width))
+    for p in range(n_pairs):
+        a, b = pairs[p, 0], pairs[p, 1]
+        _pair_window_zncc(samples[a], samples[b], means[a], stds[a], means[b], stds[b], radius, table[0],
+                          pair_scores[p])
+    scores = np.empty(n_pairs)
     for y in range(height):
-        y0, y1 = max(y - radius, 0), min(y + radius + 1, height)
         for x in range(width):
-            x0, x1 = max(x - radius, 0), min(x + radius + 1, width)
             count = 0
-            for p in range(pairs.shape[0]):
-                a, b = pairs[p, 0], pairs[p, 1]
-                n = min(_box(counts[a], y0, x0, y1, x1), _box(counts[b], y0, x0, y1, x1))
-                if n < full:        # window clipped by the tile or the image: not a fair score
-                    continue
-                s = _zncc_from_sums(n, _box(sums[a], y0, x0, y1, x1), _box(sums[b], y0, x0, y1, x1),
-                                    _box(squares[a], y0, x0, y1, x1), _box(squares[b], y0, x0, y1, x1),
-                                    _box(products[p], y0, x0, y1, x1), min_var)
+            for p in range(n_pairs):
+                s = pair_scores[p, y, x]
                 if not math.isnan(s):
                     scores[count] = s
                     count += 1

@@ -78,3 +78,26 @@ def remove_speckles(heights_hw, max_step_m, min_cells):
                     out[members[i, 0], members[i, 1]] = np.nan
             next_label += 1
     return out
+
+
+def near_discontinuity(heights_hw: np.ndarray, jump_m: float, radius: int) -> np.ndarray:
+    """True within `radius` cells (Chebyshev distance) of a step: two 4-neighbours more than `jump_m` apart.
+
+    Run on the dense SGM heights, before any rejection: window matching "fattens" raised objects (near a
+    building edge the window of a ground cell still holds the roof, so the roof height bleeds about one window
+    radius outwards) and the dense heights show the step where the bleeding ends. The true edge is somewhere
+    within a radius of it, so the cells on both sides go. Neighbour differences, not window ranges, so that
+    steep but continuous terrain is not mistaken for a step."""
+    from scipy.ndimage import binary_dilation
+
+    with np.errstate(invalid="ignore"):
+        step_rows = np.abs(np.diff(heights_hw, axis=0)) > jump_m
+        step_cols = np.abs(np.diff(heights_hw, axis=1)) > jump_m
+    step = np.zeros(heights_hw.shape, bool)
+    step[:-1] |= step_rows
+    step[1:] |= step_rows
+    step[:, :-1] |= step_cols
+    step[:, 1:] |= step_cols
+    if radius > 0:
+        step = binary_dilation(step, np.ones((2 * radius + 1, 2 * radius + 1), bool))
+    return step

@@ -8,7 +8,8 @@ SIFT matches (de Franchis et al. 2014); we estimate the same translation densely
 1. sweep a central window of the ground grid with the uncorrected cameras and keep its confident cells
    (distinctive SGM minimum);
 2. for each view other than the reference, resample it at those cells' 3D points shifted by (d_col, d_row) and
-   maximise the mean 5x5 ZNCC with the reference view over a grid of shifts (coarse 0.5 px, then 0.1 px).
+   maximise the mean 5x5 ZNCC with the reference view over a grid of shifts (1 px, then 0.25 px, then a
+   parabola per axis).
 
 The reference view is never moved, so it alone fixes the absolute geolocation; the shifts make every other view
 consistent with it at the consensus heights.
@@ -36,18 +37,32 @@ def _sample(stack, v, cols, rows):
     return map_coordinates(stack[v].astype(np.float64), [rows, cols], order=1, cval=np.nan)
 
 
+def _parabola_vertex(minus: float, centre: float, plus: float) -> float:
+    curvature = minus - 2.0 * centre + plus
+    return 0.0 if curvature >= 0 else float(np.clip(0.5 * (minus - plus) / curvature, -0.5, 0.5))
+
+
 def _best_shift(score_fn, search_px: float) -> tuple[float, float, float]:
-    """Maximise score_fn(d_col, d_row) on a 0.5 px grid over ±search_px, then a 0.1 px grid around the best."""
+    """Maximise score_fn(d_col, d_row): 1 px grid over ±search_px, 0.25 px grid around the best, then a
+    parabola along each axis through the 0.25 px neighbours (the ZNCC peak is ~1.5 px wide, so this is smooth)."""
     best = (-np.inf, 0.0, 0.0)
-    for step, radius, centre in ((0.5, search_px, (0.0, 0.0)), (0.1, 0.5, None)):
-        c_col, c_row = centre if centre is not None else best[1:]
+    for step, radius in ((1.0, search_px), (0.25, 0.75)):
+        c_col, c_row = best[1:]
         offsets = np.arange(-radius, radius + step / 2, step)
+        grid = {}
         for d_col in c_col + offsets:
             for d_row in c_row + offsets:
-                score = score_fn(d_col, d_row)
+                grid[round(d_col, 4), round(d_row, 4)] = score = score_fn(d_col, d_row)
                 if score > best[0]:
                     best = (score, float(d_col), float(d_row))
-    return best
+    score, d_col, d_row = best
+    around = [grid.get((round(d_col + dc, 4), round(d_row + dr, 4)))
+              for dc, dr in ((-0.25, 0), (0.25, 0), (0, -0.25), (0, 0.25))]
+    if all(v is not None for v in around):
+        d_col += 0.25 * _parabola_vertex(around[0], score, around[1])
+        d_row += 0.25 * _parabola_vertex(around[2], score, around[3])
+        score = score_fn(d_col, d_row)
+    return score, d_col, d_row
 
 
 def estimate_pointing_offsets(config, grid, views, pair_index, sweep, to_lonlat, reference: int):

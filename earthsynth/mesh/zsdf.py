@@ -25,6 +25,9 @@ w_B ≈ 0.07; at the midpoint both get 1/2, so a step in heights becomes a steep
 (the paper's "vertical plateau": between the two heights s ≈ w_ground - w_roof, zero where they balance).
 Smaller tau sharpens the transition (Voronoi-like terraces), larger tau blends more neighbours.
 
+Beyond the outermost node centres (the half-cell rim of [-1, 1]^2 and anything outside) the query is clamped
+to the node hull, i.e. the field is extended unchanged outwards.
+
 Sign convention: s < 0 INSIDE (below the surface, in the ground / building), s > 0 above it; s is
 non-decreasing in z (paper Eq. 1), and in fact strictly increasing:
 
@@ -37,6 +40,7 @@ the optimiser cannot break monotonicity. In floating point tanh saturates: once 
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -154,7 +158,8 @@ class ZMonotonicSDF(nn.Module):
         """s on the regular grid of `resolution` (int R or (Rx, Ry, Rz)) points spanning the box inclusively:
         point [ix, iy, iz] = bounds_min + (ix, iy, iz) * (bounds_max - bounds_min) / (R - 1), the layout
         `extract_isosurface(sdf_grid_rrr, bounds_min, bounds_max)` expects. Returns (Rx, Ry, Rz)."""
-        sizes = (resolution,) * 3 if isinstance(resolution, int) else tuple(int(r) for r in resolution)
+        sizes = (int(resolution),) * 3 if isinstance(resolution, numbers.Integral) \
+            else tuple(int(r) for r in resolution)
         if len(sizes) != 3 or min(sizes) < 2:
             raise ConfigError(f"resolution must be an int or three sizes >= 2, got {resolution!r}")
         like = self.offsets_hw

@@ -70,11 +70,13 @@ def rasterize(vertices_n3, faces_f3, camera: Camera | OrthoCamera, *, supersampl
         raise ConfigError(f"near plane must be positive, got {near}")
     cam = scaled_camera(camera, supersample)
     projection_34, depth_4 = _projection(cam)
-    hom_n3, depth_n = raster_kernel.project_vertices(vertices_n3, projection_34, depth_4)
-    coef_fk, bbox_f4 = raster_kernel.setup_triangles(hom_n3, depth_n, faces_f3, isinstance(cam, Camera), float(near),
-                                                     cam.width, cam.height, bool(cull_backfaces))
-    ids_hw, zbuf_hw, bary_hw3 = raster_kernel.raster_stripes(coef_fk, bbox_f4, cam.height, cam.width, float(near),
-                                                             STRIPE_ROWS, numba.get_num_threads())
+    perspective = isinstance(cam, Camera)
+    hom_n3, depth_n, uv_n2 = raster_kernel.project_vertices(vertices_n3, projection_34, depth_4, perspective,
+                                                            float(near))
+    bbox_f4 = raster_kernel.triangle_boxes(hom_n3, uv_n2, faces_f3, perspective, float(near), cam.width, cam.height)
+    ids_hw, zbuf_hw, bary_hw3 = raster_kernel.raster_stripes(hom_n3, depth_n, faces_f3, bbox_f4, perspective,
+                                                             bool(cull_backfaces), float(near), cam.height,
+                                                             cam.width, STRIPE_ROWS, numba.get_num_threads())
     return Fragments(torch.from_numpy(ids_hw), torch.from_numpy(bary_hw3),
                      torch.from_numpy(zbuf_hw.astype(np.float32)), int(supersample))
 

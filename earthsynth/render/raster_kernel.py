@@ -15,6 +15,9 @@ the same way: e = a * j + (b * i + c) per pixel, never incrementally from a tria
 exactly on the shared edge is then covered by at least one of them (both tests are inclusive), never by neither.
 The kernels are compiled without fastmath so that LLVM does not contract these into FMAs differently per use.
 
+Memory: only a pixel box per triangle is stored; the edge coefficients are recomputed where the triangle is drawn
+(about 40 flops, cheaper than streaming 128 bytes per triangle through memory for millions of small triangles).
+
 Determinism: the image is split into stripes of rows, dealt round-robin to the workers; every worker draws the
 triangles in index order and a fragment replaces the stored one only if strictly nearer, so ties go to the smaller
 triangle id whatever the number of threads.
@@ -27,24 +30,29 @@ import math
 import numpy as np
 from numba import njit, prange
 
-# coefficient layout per triangle: edge rows (a, b, c) x 3, depth numerator q0, q1, q2, q3, then 1 / a x 3
-NUM_COEFFICIENTS = 16
-SPAN_MARGIN_PX = 1e-6  # the per-row column span is widened by this much; the exact per-pixel test decides
+SPAN_MARGIN_PX = 1e-6  # per-row column spans and boxes are widened by this much; the exact per-pixel test decides
 
 
-@njit(cache=True, parallel=True)
-def project_vertices(vertices_n3, projection_34, depth_4):
-    """Homogeneous image points h = P [x, 1] (N, 3) and depths z_cam = d . [x, 1] (N,), in float64."""
+@njit(cache=True)
+def project_vertices(vertices_n3, projection_34, depth_4, perspective, near):
+    """Homogeneous image points h = P [x, 1] (N, 3), depths z_cam = d . [x, 1] (N,) and image positions uv (N, 2)
+    (NaN for pinhole vertices nearer than `near`), all float64."""
     n = vertices_n3.shape[0]
     hom_n3 = np.empty((n, 3))
     depth_n = np.empty(n)
-    for k in prange(n):
+    uv_n2 = np.empty((n, 2))
+    for k in range(n):  # memory-bound and cheap: not worth a parallel region's compile time
         x, y, z = vertices_n3[k, 0], vertices_n3[k, 1], vertices_n3[k, 2]
         for r in range(3):
-            hom_n3[k, r] = projection_34[r, 0] * x + projection_34[r, 1] * y + projection_34[r, 2] * z \
-                + projection_34[r, 3]
+            hom_n3[k, r] = (projection_34[r, 0] * x + projection_34[r, 1] * y + projection_34[r, 2] * z
+                            + projection_34[r, 3])
         depth_n[k] = depth_4[0] * x + depth_4[1] * y + depth_4[2] * z + depth_4[3]
-    return hom_n3, depth_n
+        w = hom_n3[k, 2]
+        if perspective and not w >= near:
+            uv_n2[k, 0], uv_n2[k, 1] = np.nan, np.nan
+        else:
+            uv_n2[k, 0], uv_n2[k, 1] = hom_n3[k, 0] / w, hom_n3[k, 1] / w
+    return hom_n3, depth_n, uv_n2
 
 
 @njit(cache=True)
@@ -64,9 +72,11 @@ def _clip_extend(bounds, xa, ya, wa, xb, yb, wb, near):
 
 
 @njit(cache=True, inline="never")
-def _clipped_bounds(x0, y0, w0, x1, y1, w1, x2, y2, w2, near):
-    """Bounds of the part of a triangle in front of the near plane. Kept out of line: inlined, this rare path
-    slowed the whole setup loop down threefold."""
+def _clipped_bounds(hom_n3, i0, i1, i2, near):
+    """Image bounds of the part of a triangle in front of the near plane (rare: kept out of the hot loop)."""
+    x0, y0, w0 = hom_n3[i0, 0], hom_n3[i0, 1], hom_n3[i0, 2]
+    x1, y1, w1 = hom_n3[i1, 0], hom_n3[i1, 1], hom_n3[i1, 2]
+    x2, y2, w2 = hom_n3[i2, 0], hom_n3[i2, 1], hom_n3[i2, 2]
     bounds = (np.inf, -np.inf, np.inf, -np.inf)
     bounds = _clip_extend(bounds, x0, y0, w0, x1, y1, w1, near)
     bounds = _clip_extend(bounds, x1, y1, w1, x2, y2, w2, near)
@@ -75,69 +85,71 @@ def _clipped_bounds(x0, y0, w0, x1, y1, w1, x2, y2, w2, near):
 
 @njit(cache=True)
 def _pixel_range(lo, hi, size):
-    """Integer pixel centres inside [lo, hi], clamped to [0, size - 1]; a tiny margin guards against the
-    bounding box (computed by division) disagreeing with the edge functions on a pixel exactly at a vertex."""
-    lo = max(lo - 1e-6, -1.0)
-    hi = min(hi + 1e-6, float(size))
-    if not (lo <= hi):  # also catches NaN
+    """Integer pixel centres inside [lo, hi] (widened by the margin: the box is computed by division, the
+    coverage by edge functions), clamped to [0, size - 1]; (1, 0) when empty or NaN."""
+    lo = max(lo - SPAN_MARGIN_PX, -1.0)
+    hi = min(hi + SPAN_MARGIN_PX, float(size))
+    if not (lo <= hi):
         return 1, 0
     return max(0, int(math.ceil(lo))), min(size - 1, int(math.floor(hi)))
 
 
 @njit(cache=True, parallel=True)
-def setup_triangles(hom_n3, depth_n, faces_f3, perspective, near, width, height, cull_back):
-    """Per-triangle edge/depth coefficients (F, NUM_COEFFICIENTS) and pixel bounding boxes (F, 4) = row0, row1, col0, col1.
-
-    Triangles that cannot produce a fragment (degenerate, non-finite, entirely behind the near plane, culled,
-    off-image) get an empty box (row0 > row1)."""
+def triangle_boxes(hom_n3, uv_n2, faces_f3, perspective, near, width, height):
+    """Pixel boxes (F, 4) int32 = row0, row1, col0, col1 of the pixel centres each triangle may cover; empty
+    (row0 > row1) for triangles off the image or entirely behind the near plane."""
     n_faces = faces_f3.shape[0]
-    coef_fk = np.zeros((n_faces, NUM_COEFFICIENTS))
-    bbox_f4 = np.empty((n_faces, 4), np.int64)
+    bbox_f4 = np.empty((n_faces, 4), np.int32)
     for f in prange(n_faces):
-        bbox_f4[f, 0], bbox_f4[f, 1], bbox_f4[f, 2], bbox_f4[f, 3] = 1, 0, 1, 0
-        i0, i1, i2 = faces_f3[f, 0], faces_f3[f, 1], faces_f3[f, 2]
-        x0, y0, w0 = hom_n3[i0, 0], hom_n3[i0, 1], hom_n3[i0, 2]
-        x1, y1, w1 = hom_n3[i1, 0], hom_n3[i1, 1], hom_n3[i1, 2]
-        x2, y2, w2 = hom_n3[i2, 0], hom_n3[i2, 1], hom_n3[i2, 2]
-        if perspective and w0 < near and w1 < near and w2 < near:
-            continue  # entirely behind the near plane
-        # rows of adj(M): h1 x h2, h2 x h0, h0 x h1 (exactly antisymmetric in the vertex pair)
-        a0, b0, c0 = y1 * w2 - w1 * y2, w1 * x2 - x1 * w2, x1 * y2 - y1 * x2
-        a1, b1, c1 = y2 * w0 - w2 * y0, w2 * x0 - x2 * w0, x2 * y0 - y2 * x0
-        a2, b2, c2 = y0 * w1 - w0 * y1, w0 * x1 - x0 * w1, x0 * y1 - y0 * x1
-        det = x0 * a0 + y0 * b0 + w0 * c0
-        if det == 0.0 or not np.isfinite(det):
-            continue
-        if cull_back and det > 0.0:  # det < 0 <=> counter-clockwise as seen from the camera
-            continue
-        sign = 1.0 if det > 0.0 else -1.0
-        coef_fk[f, 0], coef_fk[f, 1], coef_fk[f, 2] = sign * a0, sign * b0, sign * c0
-        coef_fk[f, 3], coef_fk[f, 4], coef_fk[f, 5] = sign * a1, sign * b1, sign * c1
-        coef_fk[f, 6], coef_fk[f, 7], coef_fk[f, 8] = sign * a2, sign * b2, sign * c2
-        for k in range(3):  # reciprocals of the u-slopes: the per-row spans then need no division
-            slope = coef_fk[f, 3 * k]
-            coef_fk[f, 13 + k] = 1.0 / slope if slope != 0.0 else 0.0
-        if perspective:
-            coef_fk[f, 12] = abs(det)
-            if w0 >= near and w1 >= near and w2 >= near:
-                u0, u1, u2, v0, v1, v2 = x0 / w0, x1 / w1, x2 / w2, y0 / w0, y1 / w1, y2 / w2
-                u_min, u_max, v_min, v_max = min(u0, u1, u2), max(u0, u1, u2), min(v0, v1, v2), max(v0, v1, v2)
-            else:
-                u_min, u_max, v_min, v_max = _clipped_bounds(x0, y0, w0, x1, y1, w1, x2, y2, w2, near)
-        else:
-            coef_fk[f, 9], coef_fk[f, 10], coef_fk[f, 11] = depth_n[i0], depth_n[i1], depth_n[i2]
-            u_min, u_max = min(x0, x1, x2), max(x0, x1, x2)
-            v_min, v_max = min(y0, y1, y2), max(y0, y1, y2)
-        row0, row1 = _pixel_range(v_min, v_max, height)
-        col0, col1 = _pixel_range(u_min, u_max, width)
-        if row0 <= row1 and col0 <= col1:
-            bbox_f4[f, 0], bbox_f4[f, 1], bbox_f4[f, 2], bbox_f4[f, 3] = row0, row1, col0, col1
-    return coef_fk, bbox_f4
+        _triangle_box(f, hom_n3, uv_n2, faces_f3, perspective, near, width, height, bbox_f4)
+    return bbox_f4
+
+
+@njit(cache=True)
+def _triangle_box(f, hom_n3, uv_n2, faces_f3, perspective, near, width, height, bbox_f4):
+    i0, i1, i2 = faces_f3[f, 0], faces_f3[f, 1], faces_f3[f, 2]
+    bbox_f4[f, 0], bbox_f4[f, 1], bbox_f4[f, 2], bbox_f4[f, 3] = 1, 0, 1, 0
+    u0, u1, u2 = uv_n2[i0, 0], uv_n2[i1, 0], uv_n2[i2, 0]
+    v0, v1, v2 = uv_n2[i0, 1], uv_n2[i1, 1], uv_n2[i2, 1]
+    if perspective and (np.isnan(u0) or np.isnan(u1) or np.isnan(u2)):
+        if hom_n3[i0, 2] < near and hom_n3[i1, 2] < near and hom_n3[i2, 2] < near:
+            return  # entirely behind the near plane
+        u_min, u_max, v_min, v_max = _clipped_bounds(hom_n3, i0, i1, i2, near)
+    else:
+        u_min, u_max, v_min, v_max = min(u0, u1, u2), max(u0, u1, u2), min(v0, v1, v2), max(v0, v1, v2)
+    row0, row1 = _pixel_range(v_min, v_max, height)
+    col0, col1 = _pixel_range(u_min, u_max, width)
+    if row0 <= row1 and col0 <= col1:
+        bbox_f4[f, 0], bbox_f4[f, 1], bbox_f4[f, 2], bbox_f4[f, 3] = row0, row1, col0, col1
+
+
+@njit(cache=True)
+def triangle_coefficients(f, hom_n3, depth_n, faces_f3, perspective, cull_back):
+    """(drawable, sign-normalised edge rows a0, b0, c0, a1, b1, c1, a2, b2, c2, depth numerator q0, q1, q2, q3).
+
+    Not drawable: degenerate or edge-on (det M = 0), non-finite, or culled (det M > 0 <=> clockwise as seen from
+    the camera, i.e. a back face of a mesh that is counter-clockwise seen from outside)."""
+    i0, i1, i2 = faces_f3[f, 0], faces_f3[f, 1], faces_f3[f, 2]
+    x0, y0, w0 = hom_n3[i0, 0], hom_n3[i0, 1], hom_n3[i0, 2]
+    x1, y1, w1 = hom_n3[i1, 0], hom_n3[i1, 1], hom_n3[i1, 2]
+    x2, y2, w2 = hom_n3[i2, 0], hom_n3[i2, 1], hom_n3[i2, 2]
+    # rows of adj(M): h1 x h2, h2 x h0, h0 x h1 (exactly antisymmetric in the vertex pair)
+    a0, b0, c0 = y1 * w2 - w1 * y2, w1 * x2 - x1 * w2, x1 * y2 - y1 * x2
+    a1, b1, c1 = y2 * w0 - w2 * y0, w2 * x0 - x2 * w0, x2 * y0 - y2 * x0
+    a2, b2, c2 = y0 * w1 - w0 * y1, w0 * x1 - x0 * w1, x0 * y1 - y0 * x1
+    det = x0 * a0 + y0 * b0 + w0 * c0
+    drawable = det != 0.0 and np.isfinite(det) and not (cull_back and det > 0.0)
+    s = 1.0 if det > 0.0 else -1.0
+    if perspective:
+        q0, q1, q2, q3 = 0.0, 0.0, 0.0, abs(det)
+    else:
+        q0, q1, q2, q3 = depth_n[i0], depth_n[i1], depth_n[i2], 0.0
+    return (drawable, s * a0, s * b0, s * c0, s * a1, s * b1, s * c1, s * a2, s * b2, s * c2, q0, q1, q2, q3)
 
 
 @njit(cache=True)
 def _span(a, inv_a, rest, lo, hi):
-    """Narrow the column interval [lo, hi] to where a * u + rest >= 0, widened by a margin (the exact per-pixel
+    """Narrow the column interval [lo, hi] to where a * u + rest >= 0, widened by the margin (the exact per-pixel
     test decides; this only skips pixels that are certainly outside)."""
     if a > 0.0:
         lo = max(lo, -rest * inv_a - SPAN_MARGIN_PX)
@@ -149,12 +161,11 @@ def _span(a, inv_a, rest, lo, hi):
 
 
 @njit(cache=True)
-def _draw_triangle(f, coef_fk, row0, row1, col0, col1, near, ids_hw, zbuf_hw, bary_hw3):
-    a0, b0, c0 = coef_fk[f, 0], coef_fk[f, 1], coef_fk[f, 2]
-    a1, b1, c1 = coef_fk[f, 3], coef_fk[f, 4], coef_fk[f, 5]
-    a2, b2, c2 = coef_fk[f, 6], coef_fk[f, 7], coef_fk[f, 8]
-    q0, q1, q2, q3 = coef_fk[f, 9], coef_fk[f, 10], coef_fk[f, 11], coef_fk[f, 12]
-    inv_a0, inv_a1, inv_a2 = coef_fk[f, 13], coef_fk[f, 14], coef_fk[f, 15]
+def _draw_triangle(f, coefficients, row0, row1, col0, col1, near, ids_hw, zbuf_hw, bary_hw3):
+    _, a0, b0, c0, a1, b1, c1, a2, b2, c2, q0, q1, q2, q3 = coefficients
+    inv_a0 = 1.0 / a0 if a0 != 0.0 else 0.0
+    inv_a1 = 1.0 / a1 if a1 != 0.0 else 0.0
+    inv_a2 = 1.0 / a2 if a2 != 0.0 else 0.0
     for i in range(row0, row1 + 1):
         v = float(i)
         rest0, rest1, rest2 = b0 * v + c0, b1 * v + c1, b2 * v + c2
@@ -186,23 +197,64 @@ def _draw_triangle(f, coef_fk, row0, row1, col0, col1, near, ids_hw, zbuf_hw, ba
                     bary_hw3[i, j, 2] = e2 / s
 
 
+@njit(cache=True)
+def _bin_worker_stripes(bbox_f4, stripe_rows, n_stripes, worker, n_workers):
+    """CSR lists of triangle ids, ascending, for the stripes a worker owns (worker, worker + n_workers, ...):
+    local stripe k owns ids[offsets[k]:offsets[k + 1]]."""
+    n_local = (n_stripes - worker + n_workers - 1) // n_workers
+    offsets = np.zeros(n_local + 1, np.int64)
+    for f in range(bbox_f4.shape[0]):
+        row0, row1 = bbox_f4[f, 0], bbox_f4[f, 1]
+        if row0 <= row1:
+            first = row0 // stripe_rows
+            for stripe in range(first + (worker - first) % n_workers, row1 // stripe_rows + 1, n_workers):
+                offsets[stripe // n_workers + 1] += 1
+    for k in range(n_local):
+        offsets[k + 1] += offsets[k]
+    ids = np.empty(offsets[n_local], np.int32)
+    fill = offsets[:-1].copy()
+    for f in range(bbox_f4.shape[0]):
+        row0, row1 = bbox_f4[f, 0], bbox_f4[f, 1]
+        if row0 <= row1:
+            first = row0 // stripe_rows
+            for stripe in range(first + (worker - first) % n_workers, row1 // stripe_rows + 1, n_workers):
+                k = stripe // n_workers
+                ids[fill[k]] = f
+                fill[k] += 1
+    return offsets, ids
+
+
+@njit(cache=True)
+def _raster_worker(worker, n_workers, hom_n3, depth_n, faces_f3, bbox_f4, perspective, cull_back, near, stripe_rows,
+                   ids_hw, zbuf_hw, bary_hw3):
+    height = ids_hw.shape[0]
+    n_stripes = (height + stripe_rows - 1) // stripe_rows
+    offsets, stripe_ids = _bin_worker_stripes(bbox_f4, stripe_rows, n_stripes, worker, n_workers)
+    for k in range(len(offsets) - 1):
+        stripe = worker + k * n_workers
+        stripe_row0, stripe_row1 = stripe * stripe_rows, min(height, (stripe + 1) * stripe_rows) - 1
+        for n in range(offsets[k], offsets[k + 1]):
+            f = stripe_ids[n]
+            coefficients = triangle_coefficients(f, hom_n3, depth_n, faces_f3, perspective, cull_back)
+            if coefficients[0]:
+                _draw_triangle(f, coefficients, max(bbox_f4[f, 0], stripe_row0), min(bbox_f4[f, 1], stripe_row1),
+                               bbox_f4[f, 2], bbox_f4[f, 3], near, ids_hw, zbuf_hw, bary_hw3)
+
+
 @njit(cache=True, parallel=True)
-def raster_stripes(coef_fk, bbox_f4, height, width, near, stripe_rows, n_workers):
+def raster_stripes(hom_n3, depth_n, faces_f3, bbox_f4, perspective, cull_back, near, height, width, stripe_rows,
+                   n_workers):
     """Z-buffered visibility: triangle id (H, W) int64 (-1 background), depth z_cam (H, W) float64 (+inf) and
     perspective-correct barycentrics (H, W, 3) float32 (0) at the pixel centres.
 
-    Worker t draws stripes t, t + n_workers, ...: interleaved stripes balance the load when the geometry is
-    concentrated in part of the image, and each pixel is written by one worker only."""
+    Worker t owns stripes t, t + n_workers, ... (interleaved, to balance the load when the geometry is concentrated
+    in part of the image) and draws them one after the other, each from its own list of triangles: the stripe's
+    part of the buffers stays in cache. Each pixel is written by one worker only. (The parallel loop body is a
+    single call: parfor analysis of a large body costs seconds of compile time.)"""
     ids_hw = np.full((height, width), -1, np.int64)
     zbuf_hw = np.full((height, width), np.inf)
     bary_hw3 = np.zeros((height, width, 3), np.float32)
     for worker in prange(n_workers):
-        for f in range(coef_fk.shape[0]):
-            row0, row1 = bbox_f4[f, 0], bbox_f4[f, 1]
-            if row0 > row1:
-                continue
-            first = row0 // stripe_rows
-            for stripe in range(first + (worker - first) % n_workers, row1 // stripe_rows + 1, n_workers):
-                _draw_triangle(f, coef_fk, max(row0, stripe * stripe_rows), min(row1, (stripe + 1) * stripe_rows - 1),
-                               bbox_f4[f, 2], bbox_f4[f, 3], near, ids_hw, zbuf_hw, bary_hw3)
+        _raster_worker(worker, n_workers, hom_n3, depth_n, faces_f3, bbox_f4, perspective, cull_back, near,
+                       stripe_rows, ids_hw, zbuf_hw, bary_hw3)
     return ids_hw, zbuf_hw, bary_hw3

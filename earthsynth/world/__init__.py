@@ -9,7 +9,8 @@ from earthsynth.world.build import World, WorldConfig, build_world
 from earthsynth.world.cars import sample_cars
 from earthsynth.world.city import BuildingRecord
 from earthsynth.world.landcover import LANDCOVER_NAMES
+from earthsynth.world.landscape import BIOMES, landscape_biomes, landscape_tile
 from earthsynth.world.primitives import PART_NAMES
 
 __all__ = ["World", "WorldConfig", "build_world", "sample_cars", "BuildingRecord", "LANDCOVER_NAMES",
-           "PART_NAMES"]
+           "PART_NAMES", "BIOMES", "landscape_tile", "landscape_biomes"]

@@ -55,6 +55,10 @@ class WorldConfig:
                               f"fit an atlas of {self.atlas_max_px}", hint="raise ground_texel_m or shrink size_m")
         if not 0.0 <= self.tower_fraction <= 1.0 or not 0.0 <= self.midrise_fraction <= 1.0:
             raise ConfigError("tower_fraction and midrise_fraction must be in [0, 1]")
+        if not 30.0 <= self.block_spacing_m[0] <= self.block_spacing_m[1]:
+            raise ConfigError(f"block_spacing_m must be (low, high) with 30 <= low <= high, got {self.block_spacing_m}")
+        if not 0.5 <= self.terrain_spacing_m <= 20.0 or not 0.0 <= self.relief_m <= 50.0:
+            raise ConfigError("terrain_spacing_m must be in [0.5, 20] m and relief_m in [0, 50] m")
         if not 0.0 <= self.tree_density <= 1.0:
             raise ConfigError(f"tree_density must be in [0, 1], got {self.tree_density}")
         if self.lod_downsample < 1 or (self.size_m / self.ground_texel_m) % self.lod_downsample:
@@ -95,8 +99,9 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
 
 
 def _place_pond(layout, terrain: Terrain, seed: int):
-    parks = [b for b in layout.blocks if b.use == "park" and b.inside_world]
-    park = max(parks, key=lambda b: (b.rect_uv[2] - b.rect_uv[0]) * (b.rect_uv[3] - b.rect_uv[1]))
+    parks = [b for b in layout.blocks if b.use == "park"]
+    # The largest park that lies inside the world (any park in a world too small to hold one whole).
+    park = max(parks, key=lambda b: (b.inside_world, (b.rect_uv[2] - b.rect_uv[0]) * (b.rect_uv[3] - b.rect_uv[1])))
     u0, v0, u1, v1 = park.rect_uv
     center = layout.to_enu((u0 + u1) / 2, (v0 + v1) / 2)
     radii = (0.3 * (u1 - u0), 0.26 * (v1 - v0))
@@ -136,8 +141,7 @@ def _make_palette() -> Palette:
 def _region_images(config, buildings, grid, ground, palette, facade_texel_m):
     """Atlas region images for the full and the reduced level of detail (same names, same sizes)."""
     top_full, top_lod = ground.copy(), ground.copy()
-    facades.paint_roofs(top_full, grid, buildings, details=True, seed=config.seed + 11)
-    facades.paint_roofs(top_lod, grid, buildings, details=False, seed=config.seed + 11)
+    facades.paint_roofs([(top_full, True), (top_lod, False)], grid, buildings, seed=config.seed + 11)
     full = {"topdown": top_full, "palette": palette.image()}
     lod = {"topdown": degrade_texture(top_lod, config.lod_downsample, config.lod_blur_texels),
            "palette": palette.image()}
@@ -195,7 +199,7 @@ def _fit_atlas(config, buildings, grid, palette):
         if plan is not None:
             return texel, plan
     raise ConfigError("the world's textures do not fit the atlas even with 4x coarser facades",
-                      hint="raise facade_texel_m or atlas_max_px, or lower the building density")
+                      hint="raise ground_texel_m, facade_texel_m or atlas_max_px, or shrink size_m")
 
 
 def _assemble(config, terrain, buildings, trees, grid, palette, facade_texel_m, detail: bool):
@@ -216,9 +220,9 @@ def build_world(config: WorldConfig = WorldConfig()) -> World:
     half = config.size_m / 2
     bounds = (-half, -half, half, half)
     layout, terrain, buildings, grid, classes, trees = _plan_scene(config, bounds)
-    ground = landcover.ground_albedo(classes, layout, grid, ponds=terrain.ponds, seed=config.seed + 5)
     palette = _make_palette()
-    facade_texel_m, (origins, atlas_hw) = _fit_atlas(config, buildings, grid, palette)
+    facade_texel_m, (origins, atlas_hw) = _fit_atlas(config, buildings, grid, palette)   # fail early if too big
+    ground = landcover.ground_albedo(classes, layout, grid, ponds=terrain.ponds, seed=config.seed + 5)
     images_full, images_lod = _region_images(config, buildings, grid, ground, palette, facade_texel_m)
     atlas_full = compose_atlas(images_full, origins, atlas_hw, pad=ATLAS_PAD)
     atlas_lod = compose_atlas(images_lod, origins, atlas_hw, pad=ATLAS_PAD)

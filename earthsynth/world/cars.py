@@ -56,7 +56,8 @@ def _parking_candidate(world, rng, parking_rc):
 
 def _fits(world, x, y, yaw, allowed_class, placed) -> bool:
     c, s = np.cos(yaw), np.sin(yaw)
-    corners = np.array([[a, b] for a in (-CAR_LENGTH_M / 2, CAR_LENGTH_M / 2) for b in (-CAR_WIDTH_M / 2, CAR_WIDTH_M / 2)])
+    half_l, half_w = CAR_LENGTH_M / 2, CAR_WIDTH_M / 2
+    corners = np.array([[a, b] for a in (-half_l, half_l) for b in (-half_w, half_w)])
     px, py = x + corners[:, 0] * c - corners[:, 1] * s, y + corners[:, 0] * s + corners[:, 1] * c
     col_row = np.floor(world.grid.texel_of(px, py)).astype(int)
     h, w = world.landcover_hw.shape

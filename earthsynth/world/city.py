@@ -132,13 +132,31 @@ def plan_buildings(lots: list[Lot], layout: StreetLayout, terrain, rng: np.rando
     for lot, category in zip(lots, categories):
         if not category:
             continue
-        record = _plan_one(lot, category, layout, terrain, rng, index=len(buildings))
+        record = _plan_one(lot, category, layout, rng, index=len(buildings))
         if record is not None:
             buildings.append(record)
-    return buildings
+    return _place_on_ground(buildings, terrain)
 
 
-def _plan_one(lot: Lot, category: str, layout: StreetLayout, terrain, rng, index: int):
+def _place_on_ground(buildings: list[BuildingRecord], terrain) -> list[BuildingRecord]:
+    """Lift buildings planned at z = 0 onto the terrain (one batched height query for all of them)."""
+    if not buildings:
+        return buildings
+    probes = [np.concatenate([b.footprint_n2, [b.center_xy]]) for b in buildings]
+    z = terrain.height(np.concatenate(probes)[:, 0], np.concatenate(probes)[:, 1])
+    placed, start = [], 0
+    for b, probe in zip(buildings, probes):
+        heights = z[start:start + len(probe)]
+        start += len(probe)
+        ground = float(heights[-1])              # the centre
+        units = tuple(((c[0], c[1], c[2] + ground), size, yaw) for c, size, yaw in b.roof_units)
+        placed.append(replace(b, ground_z=ground, base_z=float(heights.min()) - FOUNDATION_DEPTH_M,
+                              roof_top_z=b.roof_top_z + ground, roof_units=units))
+    return placed
+
+
+def _plan_one(lot: Lot, category: str, layout: StreetLayout, rng, index: int):
+    """A building standing on z = 0 (`_place_on_ground` lifts it onto the terrain)."""
     u0, v0, u1, v1 = lot.rect_uv
     setback = rng.uniform(0.6, 2.2, size=4)
     a0, b0, a1, b1 = u0 + setback[0], v0 + setback[1], u1 - setback[2], v1 - setback[3]
@@ -158,18 +176,15 @@ def _plan_one(lot: Lot, category: str, layout: StreetLayout, terrain, rng, index
     center = layout.to_enu((a0 + a1) / 2, (b0 + b1) / 2)
     axis = layout.angle_rad + (0.0 if du >= dv else np.pi / 2)
     size = (max(du, dv), min(du, dv))
-    probe = np.concatenate([footprint, [[float(center[0]), float(center[1])]]])
-    ground_z = float(terrain.height(float(center[0]), float(center[1])))
-    base_z = float(terrain.height(probe[:, 0], probe[:, 1]).min()) - FOUNDATION_DEPTH_M
     height = float(rng.uniform(*HEIGHT_RANGES_M[category]))
-    roof_kind, roof_top = "flat", ground_z + height
+    roof_kind, roof_top = "flat", height
     if pitched:
         roof_kind = "hip" if (rng.uniform() < 0.5 and size[0] > 1.2 * size[1]) else "gable"
         roof_top += size[1] / 2 * np.tan(np.radians(rng.uniform(25.0, 38.0)))
     style = sample_facade_style(rng, category, pitched)
     parapet = 0.0 if pitched else (1.5 if category == "tower" else float(rng.uniform(0.6, 1.1)))
     record = BuildingRecord(
-        index=index, footprint_n2=footprint, base_z=base_z, ground_z=ground_z, height_m=height,
+        index=index, footprint_n2=footprint, base_z=-FOUNDATION_DEPTH_M, ground_z=0.0, height_m=height,
         roof_kind=roof_kind, roof_top_z=float(roof_top), category=category, shape=shape,
         center_xy=(float(center[0]), float(center[1])), axis_rad=float(axis), size_m=size, style=style,
         parapet_m=parapet,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from earthsynth.world.noise import fbm_grid, hash_uniform, value_noise_grid
+from earthsynth.world.noise import fbm_grid, hash_cells, value_noise_grid
 from earthsynth.world.primitives import inset_polygon, points_in_polygon
 
 _LOW_WALLS = [(222, 208, 182), (236, 230, 214), (178, 96, 72), (206, 184, 150), (196, 206, 200), (232, 214, 170)]
@@ -94,11 +94,12 @@ def facade_sheet(style: FacadeStyle, *, width_m: float, top_z: float, base_z: fl
         frame = (in_bay < 0.14)[None, :] | (in_floor < 0.3)[:, None]
     if style.shopfront:
         shop = (floor == 0) & (in_floor > 0.3) & (in_floor < 2.8)
-        glass = glass | (shop[:, None] & (np.abs(in_bay - style.bay_width_m / 2) < style.bay_width_m / 2 - 0.3)[None, :])
+        wide = np.abs(in_bay - style.bay_width_m / 2) < style.bay_width_m / 2 - 0.3
+        glass = glass | (shop[:, None] & wide[None, :])
     glass = glass & storeys
     frame = frame & storeys
     # Per-pane brightness: some panes reflect the sky, some are dark; constant within a pane.
-    pane = hash_uniform(bay[None, :], floor[:, None], seed, channel=3).astype(np.float32)
+    pane = hash_cells(bay[None, :], floor[:, None], seed, channel=3).astype(np.float32)
     tint = 0.7 + 0.6 * pane[..., None] + 0.25 * (pane[..., None] > 0.85) * np.float32([0.3, 0.5, 0.8])
     window_rgb = np.asarray(style.window_rgb, np.float32) * tint
     rgb = np.where(glass[..., None], window_rgb, rgb)
@@ -106,10 +107,11 @@ def facade_sheet(style: FacadeStyle, *, width_m: float, top_z: float, base_z: fl
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def paint_roofs(topdown_hw3: np.ndarray, grid, buildings, *, details: bool, seed: int) -> None:
-    """Paint every building's roof into the top-down texture (in place).
+def paint_roofs(targets, grid, buildings, *, seed: int) -> None:
+    """Paint every building's roof into top-down textures, in place.
 
-    `details=True` adds what the reduced level of detail drops: parapet rims, solar panels, tile rows.
+    `targets` is a list of (image (H, W, 3) uint8, details: bool); `details=True` adds what the reduced level
+    of detail drops: parapet rims, solar panels, tile rows.
     """
     for b in buildings:
         rows, cols = grid.window(*b.footprint_n2.min(0), *b.footprint_n2.max(0))
@@ -119,14 +121,15 @@ def paint_roofs(topdown_hw3: np.ndarray, grid, buildings, *, details: bool, seed
             continue
         roof = np.asarray(b.style.roof_rgb, np.float32)
         noise = fbm_grid(grid.xs_w[cols], grid.ys_h[rows], wavelength_m=4.0, seed=seed + b.index, octaves=3)
-        colour = roof * (1.0 + 0.12 * noise[..., None]).astype(np.float32)
-        if b.roof_kind == "flat":
-            colour = _flat_roof_details(colour, b, x, y, details)
-        else:
-            colour = _pitched_roof_rows(colour, b, x, y, details)
-        window = topdown_hw3[rows, cols]
-        window[mask] = np.clip(colour[mask], 0, 255).astype(np.uint8)
-        topdown_hw3[rows, cols] = window
+        base = roof * (1.0 + 0.12 * noise[..., None]).astype(np.float32)
+        for image, details in targets:
+            if b.roof_kind == "flat":
+                colour = _flat_roof_details(base.copy(), b, x, y, details)
+            else:
+                colour = _pitched_roof_rows(base, b, x, y, details)
+            window = image[rows, cols]
+            window[mask] = np.clip(colour[mask], 0, 255).astype(np.uint8)
+            image[rows, cols] = window
 
 
 def _local(b, x, y):

@@ -183,10 +183,17 @@ def _balance_parks(blocks: list[Block], rng: np.random.Generator) -> list[Block]
         candidates = [k for k, b in enumerate(blocks) if b.inside_world and area(b) > 1500] or [
             int(np.argmax([area(b) for b in blocks]))]
         k = candidates[int(rng.integers(len(candidates)))]
-        blocks[k] = replace(blocks[k], use="park", inside_world=True)
+        blocks[k] = replace(blocks[k], use="park")
     parks = sorted((k for k, b in enumerate(blocks) if b.use == "park"), key=lambda k: -area(blocks[k]))
     for k in parks[MAX_PARKS:]:
         blocks[k] = replace(blocks[k], use="buildings")
+    # A city-sized world shows every kind of open ground at least once (the land-cover map should).
+    inside = [k for k, b in enumerate(blocks) if b.inside_world and b.use == "buildings"]
+    if len([b for b in blocks if b.inside_world]) >= 8:
+        for use in ("parking", "plaza", "soil"):
+            if not any(b.use == use for b in blocks) and len(inside) > 4:
+                k = inside.pop(int(rng.integers(len(inside))))
+                blocks[k] = replace(blocks[k], use=use)
     return blocks
 
 
@@ -284,8 +291,10 @@ def ground_albedo(classes_hw: np.ndarray, layout: StreetLayout, grid: GroundGrid
     rgb = rgb * (1 - 0.4 * dry) + np.array([130, 124, 70], np.float32) * 0.4 * dry
 
     u, v = layout.to_street(*np.meshgrid(xs, ys))
+    u, v = u.astype(np.float32), v.astype(np.float32)
     _paving_patterns(rgb, c, u, v, seed)
-    _road_markings(rgb, c, u, v, layout)
+    road = np.nonzero(c == ROAD)
+    rgb[road] = _road_markings(rgb[road], u[road], v[road], layout)
     for pond in ponds:
         rows, cols, distance = pond_distance_window(pond, grid)
         depth = np.clip(-distance / 5.0, 0.0, 1.0)[..., None]
@@ -296,42 +305,47 @@ def ground_albedo(classes_hw: np.ndarray, layout: StreetLayout, grid: GroundGrid
 
 
 def _paving_patterns(rgb, c, u, v, seed) -> None:
-    """Slab joints on sidewalks, tiles on plazas, mowing stripes on grass, stalls in parking lots."""
-    def joints(period):
-        fu, fv = np.mod(u, period), np.mod(v, period)
-        return (fu < 0.2) | (fv < 0.2)
-    rgb[(c == SIDEWALK) & joints(1.5)] *= 0.82
-    tile = hash_uniform(np.floor(u / 3.0), np.floor(v / 3.0), seed, channel=5).astype(np.float32)
-    plaza = c == PLAZA
-    rgb[plaza] *= (0.93 + 0.14 * tile[plaza])[:, None]
-    rgb[plaza & joints(3.0)] *= 0.8
-    rgb[(c == GRASS) & (np.mod(u, 8.0) < 4.0)] *= 1.04
+    """Slab joints on sidewalks, tiles on plazas, mowing stripes on grass, stalls in parking lots (in place)."""
+    def joints(uu, vv, period):
+        return (np.mod(uu, period) < 0.2) | (np.mod(vv, period) < 0.2)
+    walk = np.nonzero(c == SIDEWALK)
+    rgb[walk] *= np.where(joints(u[walk], v[walk], 1.5), np.float32(0.82), np.float32(1.0))[:, None]
+    plaza = np.nonzero(c == PLAZA)
+    pu, pv = u[plaza], v[plaza]
+    tile = hash_uniform(np.floor(pu / 3.0), np.floor(pv / 3.0), seed, channel=5).astype(np.float32)
+    rgb[plaza] *= ((0.93 + 0.14 * tile) * np.where(joints(pu, pv, 3.0), 0.8, 1.0).astype(np.float32))[:, None]
+    grass = np.nonzero(c == GRASS)
+    rgb[grass] *= np.where(np.mod(u[grass], 8.0) < 4.0, np.float32(1.04), np.float32(1.0))[:, None]
     # Parking: 5 m stall rows either side of a 6 m aisle (16 m period across u), stall lines every 2.6 m.
-    in_row = np.mod(u, 16.0)
-    stall_row = (in_row < 5.0) | (in_row > 11.0)
-    stall_line = stall_row & (np.mod(v, 2.6) < 0.15)
+    park = np.nonzero(c == PARKING)
+    in_row = np.mod(u[park], 16.0)
+    stall_line = ((in_row < 5.0) | (in_row > 11.0)) & (np.mod(v[park], 2.6) < 0.15)
     row_end = (np.abs(in_row - 5.0) < 0.1) | (np.abs(in_row - 11.0) < 0.1)
-    rgb[(c == PARKING) & (stall_line | row_end)] = (215, 215, 208)
+    lines = stall_line | row_end
+    rgb[park[0][lines], park[1][lines]] = (215, 215, 208)
 
 
-def _road_markings(rgb, c, u, v, layout: StreetLayout) -> None:
-    """Centre lines (dashed; double yellow on the major roads), lane dashes and zebra crossings."""
-    road = c == ROAD
+def _road_markings(rgb_n3, u_n, v_n, layout: StreetLayout):
+    """Centre lines (dashed; double yellow on the major roads), lane dashes and zebra crossings.
+
+    Works on the road texels only: colours (N, 3) and street-frame coordinates (N,) -> new colours.
+    """
     white, yellow = np.array([226, 226, 218], np.float32), np.array([222, 188, 64], np.float32)
-    du, wu, ku = _nearest_line(u, layout.u_lines, layout.u_widths)
-    dv, wv, kv = _nearest_line(v, layout.v_lines, layout.v_widths)
+    du, wu, _ = _nearest_line(u_n, layout.u_lines, layout.u_widths)
+    dv, wv, _ = _nearest_line(v_n, layout.v_lines, layout.v_widths)
     on_u_road, on_v_road = np.abs(du) <= wu / 2, np.abs(dv) <= wv / 2
     for d_across, along, width, on_self, on_cross, d_cross, w_cross in (
-            (du, v, wu, on_u_road, on_v_road, dv, wv), (dv, u, wv, on_v_road, on_u_road, du, wu)):
-        link = road & on_self & ~on_cross
+            (du, v_n, wu, on_u_road, on_v_road, dv, wv), (dv, u_n, wv, on_v_road, on_u_road, du, wu)):
+        link = on_self & ~on_cross
         major = width > 13.0
         dash = np.mod(along, 6.0) < 3.0
         centre = link & ~major & (np.abs(d_across) < 0.12) & dash
         double = link & major & (np.abs(np.abs(d_across) - 0.2) < 0.1)
         lanes = link & major & (np.abs(np.abs(d_across) - width / 4) < 0.1) & dash
-        rgb[centre | lanes] = white
-        rgb[double] = yellow
+        rgb_n3[centre | lanes] = white
+        rgb_n3[double] = yellow
         # Zebra crossing: 3 m band just before the crossing road, 0.5 m stripes across the carriageway.
         gap = np.abs(d_cross) - w_cross / 2
         zebra = link & (gap > 1.0) & (gap < 4.0) & (np.mod(d_across, 1.0) < 0.5) & (np.abs(d_across) < width / 2 - 0.6)
-        rgb[zebra] = white
+        rgb_n3[zebra] = white
+    return rgb_n3

@@ -43,10 +43,11 @@ class SampleGrid:
         return np.broadcast_to(self.ys[:, None], (len(self.ys), len(self.xs)))
 
 
-def _sample_grid(x0, y0, width_px, height_px, gsd, supersample) -> SampleGrid:
+def _sample_grid(x0, y0, width_px, height_px, gsd, supersample, margin=0) -> SampleGrid:
+    """Sample centres of the tile (rows go south), plus `margin` extra samples on every side."""
     spacing = gsd / supersample
-    xs = x0 + (np.arange(width_px * supersample) + 0.5) * spacing
-    ys = y0 - (np.arange(height_px * supersample) + 0.5) * spacing     # rows go south
+    xs = x0 + (np.arange(-margin, width_px * supersample + margin) + 0.5) * spacing
+    ys = y0 - (np.arange(-margin, height_px * supersample + margin) + 0.5) * spacing
     return SampleGrid(xs, ys, float(spacing))
 
 
@@ -64,8 +65,8 @@ def climate_fields(seed: int, s: SampleGrid) -> dict:
         "mountain": 1.0 - 2.0 * np.abs(fbm(s, 12_000.0, seed + 9, 6)),
     }
     cold = np.clip(-f["temperature"] * 3.0, 0.0, 1.0)
-    f["elevation"] = (300.0 * np.clip(f["continent"] + 0.25, 0.0, None) + 1500.0 * cold * np.clip(f["mountain"], 0, None)
-                      + 30.0 * fbm(s, 3_000.0, seed + 10, 7))
+    f["elevation"] = (300.0 * np.clip(f["continent"] + 0.25, 0.0, None)
+                      + 1500.0 * cold * np.clip(f["mountain"], 0, None) + 30.0 * fbm(s, 3_000.0, seed + 10, 7))
     return f
 
 
@@ -109,7 +110,8 @@ def landscape_tile(seed: int, *, x0: float, y0: float, width_px: int, height_px:
     -> (rgb (H, W, 3) uint8, height (H, W) float32 metres); (x0, y0) is the top-left corner, rows go south.
     """
     _check(width_px, height_px, gsd, supersample)
-    s = _sample_grid(float(x0), float(y0), width_px, height_px, float(gsd), supersample)
+    # One extra sample around the tile so the hillshade's central differences are the same in every tiling.
+    s = _sample_grid(float(x0), float(y0), width_px, height_px, float(gsd), supersample, margin=1)
     f = climate_fields(seed, s)
     weights = biome_weights(f)
     rgb = np.zeros((len(s.ys), len(s.xs), 3), dtype=np.float32)
@@ -122,7 +124,9 @@ def landscape_tile(seed: int, *, x0: float, y0: float, width_px: int, height_px:
         rgb += w[..., None].astype(np.float32) * colour
         height = height + w * h
     rgb *= _hillshade(f["elevation"], s.fw)[..., None].astype(np.float32)
-    return _box_down(rgb, supersample).round().clip(0, 255).astype(np.uint8), _box_down(height, supersample).astype(np.float32)
+    rgb, height = rgb[1:-1, 1:-1], height[1:-1, 1:-1]
+    return (_box_down(rgb, supersample).round().clip(0, 255).astype(np.uint8),
+            _box_down(height, supersample).astype(np.float32))
 
 
 def landscape_biomes(seed: int, *, x0: float, y0: float, width_px: int, height_px: int, gsd: float) -> np.ndarray:

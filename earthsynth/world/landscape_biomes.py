@@ -2,9 +2,9 @@
 
 Every function takes the sample grid `s` (1-D `xs`, `ys` and their spacing `fw`, which is also the box-filter
 width) and returns (rgb (H, W, 3) float32 0..255, height (H, W) float metres above the base terrain).
-Detail is kept consistent across scales by three rules: noise octaves below the sample Nyquist are cut; thin
-hard-edged features (roads, hedges, parcel edges) are box-filtered analytically; features much smaller than
-the filter are faded to their mean colour.
+Detail is kept consistent across scales by three rules: each noise octave is weighted by the pixel box
+filter's response at its wavelength and dropped before it aliases; thin hard-edged features (roads, hedges,
+building edges) are box-filtered analytically; features too small to resolve fade to their expected colour.
 """
 
 from __future__ import annotations
@@ -15,16 +15,18 @@ from earthsynth.world.noise import box_band, box_interval, box_step, fbm_grid, h
 
 _CROPS = np.array([[92, 128, 48], [148, 158, 70], [196, 178, 112], [128, 98, 68], [76, 108, 44],
                    [168, 150, 92], [110, 140, 60]], dtype=np.float32)
-_ROOFS = np.array([[170, 168, 162], [122, 120, 116], [208, 206, 200], [150, 80, 60], [92, 92, 96],
-                   [180, 150, 120], [140, 136, 128], [110, 62, 50]], dtype=np.float32)
+_ROOFS = np.array([[170, 168, 162], [122, 120, 116], [196, 194, 188], [150, 96, 78], [98, 98, 100],
+                   [168, 154, 136], [140, 136, 128], [150, 146, 140], [118, 84, 70], [184, 180, 172]],
+                  dtype=np.float32)
 _ASPHALT = np.array([78, 78, 80], np.float32)
 _SIDEWALK = np.array([170, 166, 156], np.float32)
+_GRASS, _CANOPY, _PAVED = np.float32([96, 124, 60]), np.float32([52, 80, 40]), np.float32([146, 142, 134])
 
 
 def fbm(s, wavelength_m, seed, octaves, persistence=0.5):
-    """fBm on the sample grid, band-limited to the sample spacing (octaves below 2 fw cut)."""
+    """fBm on the sample grid, each sample standing for the average over its pixel (see `fbm_grid`)."""
     return fbm_grid(s.xs, s.ys, wavelength_m=wavelength_m, seed=seed, octaves=octaves,
-                    persistence=persistence, min_wavelength_m=2.0 * s.fw)
+                    persistence=persistence, box_filter_m=s.fw)
 
 
 def detail_fade(s, feature_m: float, lo: float = 2.0, hi: float = 4.0) -> float:
@@ -65,7 +67,7 @@ def desert(seed, s, f):
     # Wind ripples (~3 m) on the dunes, linear in a sinusoid so they average out when unresolved.
     ripples = np.sin(2 * np.pi * (s.X * np.cos(angle + 0.2) + s.Y * np.sin(angle + 0.2)) / 3.0
                      + 2.0 * fbm(s, 40.0, seed + 325, 2)) * detail_fade(s, 3.0)
-    height = 9.0 * fade * crest**2
+    height = 9.0 * (fade * crest**2 + (1.0 - fade) * 0.375)        # unresolved dunes keep their mean height
     tone = fbm(s, 2500.0, seed + 323, 5)
     red = np.clip(0.5 + 2.0 * fbm(s, 20_000.0, seed + 324, 3), 0.0, 1.0)[..., None].astype(np.float32)
     sand = np.float32([222, 192, 142]) * (1 - red) + np.float32([200, 150, 100]) * red
@@ -78,7 +80,7 @@ def forest(seed, s, f):
     crowns = fbm(s, 7.0, seed + 331, 4, persistence=0.6)
     patches = fbm(s, 250.0, seed + 332, 5)
     clearing = smoothstep(0.22, 0.3, fbm(s, 600.0, seed + 333, 4))
-    canopy = np.array([48, 78, 38], np.float32) + np.array([22, 24, 8], np.float32) * patches[..., None].astype(np.float32)
+    canopy = np.float32([48, 78, 38]) + np.float32([22, 24, 8]) * patches[..., None].astype(np.float32)
     canopy = _shade(canopy, 1.0 + 0.9 * crowns)
     meadow = np.array([104, 132, 64], np.float32)
     rgb = canopy + (meadow - canopy) * clearing[..., None].astype(np.float32)
@@ -138,12 +140,16 @@ def urban(seed, s, f):
     road_x, bx, bx0, bx1 = _road_grid_1d(s.xs, 125.0, seed, 11, s.fw)
     road_y, by, by0, by1 = _road_grid_1d(s.ys, 105.0, seed, 12, s.fw)
     road = 1.0 - (1.0 - road_x[None, :]) * (1.0 - road_y[:, None])
-    inner = box_interval(s.xs, bx0 + 3.0, bx1 - 3.0, s.fw)[None, :] * box_interval(s.ys, by0 + 3.0, by1 - 3.0, s.fw)[:, None]
+    inner = (box_interval(s.xs, bx0 + 3.0, bx1 - 3.0, s.fw)[None, :]
+             * box_interval(s.ys, by0 + 3.0, by1 - 3.0, s.fw)[:, None])         # blocks minus 3 m sidewalks
     density = np.clip(f["urban"] * 2.0, 0.4, 0.95)
     # Lot contents are resolved below ~10 m samples; beyond, they blend to their expected colours and cover.
     t = detail_fade(s, 20.0, 0.5, 1.5)
-    building = 0.6 * density * inner
-    roof, yard, roof_height = _ROOFS.mean(0), np.float32([128, 132, 112]), 6.0 + 14.0 * density
+    # Expected values of what `_urban_lots` draws: P(building) x mean cover of a lot, mean roof height, yard mix.
+    building = (0.25 + 0.6 * density) * 0.8 * inner
+    roof, roof_height = _ROOFS.mean(0), 6.0 + 17.5 * density**2
+    green = (0.7 - 0.35 * density)[..., None]
+    yard = (green * (_GRASS + (_CANOPY - _GRASS) * 0.35) + (1 - green) * _PAVED).astype(np.float32)
     if t > 0:
         lots = _urban_lots(seed, s, (bx, bx0, bx1), (by, by0, by1), density)
         building = lots["building"] * t + (1 - t) * building
@@ -170,17 +176,18 @@ def _urban_lots(seed, s, x_blocks, y_blocks, density):
     a0, a1 = lx0[None, :] + setback[0], lx1[None, :] - setback[1]
     b0, b1 = ly0[:, None] + setback[2], ly1[:, None] - setback[3]
     building = box_interval(s.xs[None, :], a0, a1, s.fw) * box_interval(s.ys[:, None], b0, b1, s.fw)
-    building = building * (lot_hash(21) < 0.35 + 0.6 * density)
+    building = building * (lot_hash(21) < 0.25 + 0.6 * density)
     roof = _ROOFS[(lot_hash(26) * len(_ROOFS)).astype(int)] * (0.9 + 0.2 * lot_hash(29))[..., None]
     # Houses (low density) get a gable: the two roof halves lit differently, zero-mean so averages hold.
     house = (lot_hash(30) > density)[..., None]
     half = 2.0 * box_step(s.ys[:, None] - (b0 + b1) / 2, s.fw) - 1.0
     clutter = fbm(s, 3.0, seed + 353, 2) * detail_fade(s, 3.0)     # rooftop units, vents, stains
     roof = roof * np.where(house, 1.0 + 0.1 * half[..., None], 1.0 + 0.12 * clutter[..., None])
-    green = (lot_hash(27) < 0.55 - 0.3 * density)[..., None]
-    canopy = np.clip(2.5 * fbm(s, 10.0, seed + 352, 3) + 0.2, 0.0, 1.0) * detail_fade(s, 8.0) + 0.35 * (1 - detail_fade(s, 8.0))
-    grass = np.float32([96, 124, 60]) + (np.float32([52, 80, 40]) - np.float32([96, 124, 60])) * canopy[..., None]
-    yard = np.where(green, grass, np.float32([146, 142, 134]))
+    green = (lot_hash(27) < 0.7 - 0.35 * density)[..., None]
+    trees_resolved = detail_fade(s, 8.0)
+    canopy = np.clip(2.5 * fbm(s, 10.0, seed + 352, 3) + 0.2, 0.0, 1.0) * trees_resolved + 0.35 * (1 - trees_resolved)
+    grass = _GRASS + (_CANOPY - _GRASS) * canopy[..., None]
+    yard = np.where(green, grass, _PAVED)
     height = 6.0 + 70.0 * lot_hash(28) ** 3 * density**2
     return {"building": building, "roof": roof.astype(np.float32), "yard": yard.astype(np.float32),
             "height": height}

@@ -9,7 +9,9 @@ Two entry points compute the same numbers:
   (output (H, W)); it interpolates the lattice separably, several times faster than the point form.
 
 fBm octaves below a `min_wavelength_m` are dropped (and faded in over one octave) so a caller sampling at
-spacing s can band-limit the field to its Nyquist (`min_wavelength_m = 2 s`); the normalisation always counts
+spacing s can band-limit the field to its Nyquist (`min_wavelength_m = 2 s`); with `box_filter_m = b` each
+octave is instead scaled by a box filter's response at its wavelength, sinc(b / lambda), and dropped before it
+aliases, so one point sample stands for the average over a pixel of width b. The normalisation always counts
 every octave, so cutting fine octaves removes their (zero-mean) detail without rescaling the rest.
 """
 
@@ -110,7 +112,7 @@ def value_noise_grid(xs_w, ys_h, wavelength_m: float, seed: int, amplitude: floa
     return out
 
 
-def _octave_weights(wavelength_m, octaves, lacunarity, persistence, min_wavelength_m):
+def _octave_weights(wavelength_m, octaves, lacunarity, persistence, min_wavelength_m, box_filter_m=0.0):
     """(wavelength, amplitude) per kept octave, and the normaliser over all octaves."""
     kept, total = [], 0.0
     for k in range(octaves):
@@ -118,15 +120,23 @@ def _octave_weights(wavelength_m, octaves, lacunarity, persistence, min_waveleng
         total += amp
         # Fade an octave out linearly as its wavelength goes from 2x to 1x the cut-off, drop it below.
         fade = 1.0 if min_wavelength_m <= 0 else float(np.clip(lam / min_wavelength_m - 1.0, 0.0, 1.0))
+        if box_filter_m > 0:
+            # A point sample standing for a box average of width b: scale the octave by the box filter's
+            # response at its wavelength (sinc(b / lambda)), and drop it (smoothly) as it nears aliasing.
+            ratio = box_filter_m / lam
+            fade *= float(np.sinc(ratio) * np.clip((1.0 / ratio - 1.0), 0.0, 1.0))
         if fade > 0:
             kept.append((k, lam, amp * fade))
     return kept, total
 
 
 def fbm_points(x, y, *, wavelength_m: float, seed: int, octaves: int = 5, lacunarity: float = 2.0,
-               persistence: float = 0.5, min_wavelength_m: float = 0.0) -> np.ndarray:
-    """Fractal sum of value noise, roughly in [-1, 1]; octaves finer than `min_wavelength_m` are cut."""
-    kept, total = _octave_weights(wavelength_m, octaves, lacunarity, persistence, min_wavelength_m)
+               persistence: float = 0.5, min_wavelength_m: float = 0.0, box_filter_m: float = 0.0) -> np.ndarray:
+    """Fractal sum of value noise, roughly in [-1, 1]; octaves finer than `min_wavelength_m` are cut.
+
+    `box_filter_m` > 0 makes each point value approximate the field's average over a box that wide.
+    """
+    kept, total = _octave_weights(wavelength_m, octaves, lacunarity, persistence, min_wavelength_m, box_filter_m)
     out = np.zeros(np.broadcast(np.asarray(x), np.asarray(y)).shape)
     for k, lam, amp in kept:
         out += value_noise_points(x, y, lam, seed * 131 + k, amp)
@@ -135,9 +145,9 @@ def fbm_points(x, y, *, wavelength_m: float, seed: int, octaves: int = 5, lacuna
 
 
 def fbm_grid(xs_w, ys_h, *, wavelength_m: float, seed: int, octaves: int = 5, lacunarity: float = 2.0,
-             persistence: float = 0.5, min_wavelength_m: float = 0.0) -> np.ndarray:
+             persistence: float = 0.5, min_wavelength_m: float = 0.0, box_filter_m: float = 0.0) -> np.ndarray:
     """`fbm_points` on the grid xs_w x ys_h -> (H, W)."""
-    kept, total = _octave_weights(wavelength_m, octaves, lacunarity, persistence, min_wavelength_m)
+    kept, total = _octave_weights(wavelength_m, octaves, lacunarity, persistence, min_wavelength_m, box_filter_m)
     out = np.zeros((len(ys_h), len(xs_w)))
     for k, lam, amp in kept:
         out += value_noise_grid(xs_w, ys_h, lam, seed * 131 + k, amp)

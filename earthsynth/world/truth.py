@@ -73,7 +73,7 @@ def write_truth(world, config, scene_dir: Path) -> dict:
     truth = scene_dir / "truth"
     (truth / "views").mkdir(parents=True, exist_ok=True)
     dsm, transform, crs = truth_dsm(world, config.truth_dsm_gsd_m)
-    write_raster(truth / "dsm.tif", dsm, transform=transform, crs=crs, nodata=float("nan"))
+    write_raster(truth / "dsm.tif", dsm, transform=transform, crs=crs, nodata=float("nan"), cog=True)
     points, colors = sample_surface_points(world.mesh_full, config.truth_points, seed=config.seed)
     write_point_cloud_ply(truth / "points.ply", points, colors_n3=colors,
                           comments=["earthsynth truth points, ENU metres at the scene origin"])
