@@ -106,6 +106,24 @@ def render_truth(
     console.print(f"{len(paths)} truth views -> {out}")
 
 
+@app.command("dsm")
+@user_errors
+def dsm(
+    scene: Path = typer.Argument(..., help="scene folder"),
+    out: Path = typer.Option(..., "--out", help="stage folder to write (dsm.tif, confidence.tif, points.ply)"),
+    gsd: Optional[float] = typer.Option(None, help="ground cell in metres (default: the scene's GSD)"),
+    roi: Optional[str] = typer.Option(None, help="xmin,ymin,xmax,ymax in ENU metres"),
+    projection: str = typer.Option("rpc", help="rpc or pinhole"),
+    height_min: Optional[float] = typer.Option(None, help="lowest ellipsoidal height (m)"),
+    height_max: Optional[float] = typer.Option(None, help="highest ellipsoidal height (m)"),
+    json_output: bool = typer.Option(False, "--json", help="one JSON summary line on stdout"),
+):
+    """Satellite multi-view height sweep: DSM + confidence + ENU point cloud (Orbit to Ground, stage 1)."""
+    from earthsynth.mesh.cli_dsm import dsm_command
+    dsm_command(scene, out, gsd, roi=roi, projection=projection, height_min=height_min,
+                height_max=height_max, json_output=json_output, console=console)
+
+
 @app.command("demo")
 @user_errors
 def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="output folder"),

@@ -304,3 +304,12 @@ def test_bad_inputs_raise_config_errors():
         rasterize(np.full((3, 3), np.nan), [[0, 1, 2]], pinhole)
     with pytest.raises(ConfigError):
         downsample(torch.zeros(5, 4), 2)
+
+
+def test_empty_mesh_renders_background():
+    camera = OrthoCamera.top_down(0.0, 4.0, 1.0, 4, 4)
+    mesh = TexturedMesh(np.zeros((0, 3)), np.zeros((0, 3), int))
+    out = render_textured(mesh, camera, background=(0.2, 0.3, 0.4), supersample=2)
+    assert out.alpha_hw.sum() == 0 and np.isinf(out.depth_hw.numpy()).all()
+    torch.testing.assert_close(out.rgb_hw3[0, 0], torch.tensor([0.2, 0.3, 0.4]))
+    assert np.isnan(render_height(mesh.vertices_n3, mesh.faces_f3, camera)).all()

@@ -20,15 +20,13 @@ origin, colours from the most nadir view), mvs.json (config, grid, pairs, height
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from earthsynth.errors import ConfigError, SceneError
+from earthsynth.errors import ConfigError, OutputError, SceneError
 from earthsynth.mesh.mvs_setup import GroundGrid, HeightSweep, ViewModel, ground_grid, plan_heights, select_pairs
 
 
@@ -54,8 +52,8 @@ class MVSConfig:
     max_uniqueness: float = 0.85                    # reject if best / second-best aggregated cost is higher
     min_support_pairs: int = 2                      # pairs (both views see the cell, ZNCC >= min_ncc); clipped
     occlusion_tolerance_m: float | None = None      # None: 2 height steps
-    edge_jump_m: float = 2.0                        # drop cells near a jump of the dense heights larger than this
-    edge_radius: int | None = None                  # ... within this many cells; None: window_radius + 1; 0: off
+    edge_jump_m: float = 3.0                        # drop cells near a step of the dense heights larger than this
+    edge_radius: int | None = None                  # ... within this many cells; None: window_radius; 0: off
     speckle_max_step_m: float | None = None         # None: 2 height steps
     speckle_min_cells: int = 25
     pointing_search_px: float = 3.0                 # relative pointing correction search (0: off)
@@ -135,12 +133,12 @@ def _sweep_tile(config: MVSConfig, grid: GroundGrid, views, pair_index, sweep: H
     return _TileResult(heights[inner], confidence[inner], geometry.interp_error_px)
 
 
-def _load_views(scene, config: MVSConfig) -> list[ViewModel]:
+def _load_views(scene, config: MVSConfig, grid_gsd: float | None = None) -> list[ViewModel]:
     if len(scene.views) < 2:
         raise SceneError(f"multi-view stereo needs at least 2 views; this scene has {len(scene.views)}",
                          path=scene.root / "scene.json",
                          hint="import or synthesise a scene with two or more views of the same area")
-    return [ViewModel(scene, v.name, config.projection) for v in scene.views]
+    return [ViewModel(scene, v.name, config.projection, grid_gsd) for v in scene.views]
 
 
 def _reference_index(views, config: MVSConfig) -> int:
@@ -164,8 +162,11 @@ def run_mvs(scene_root, out_dir, config: MVSConfig = MVSConfig(), *, progress: b
     started = time.perf_counter()
     config.validate()
     scene = load_scene(scene_root)
-    out_dir = ensure_writable_parent(Path(out_dir))
-    views = _load_views(scene, config)
+    out_dir = ensure_writable_parent(Path(out_dir))   # fail before the slow part, not after
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError("the output path is an existing file, not a folder", path=out_dir,
+                          hint="choose another output folder name or remove that file")
+    views = _load_views(scene, config, config.gsd_m or scene.gsd)
     grid = ground_grid(scene, config.gsd_m or scene.gsd, config.roi_enu)
     pairs = select_pairs(views, max_pairs=config.max_pairs, min_bh=config.min_base_to_height,
                          max_bh=config.max_base_to_height, target_bh=config.target_base_to_height)
@@ -177,7 +178,7 @@ def run_mvs(scene_root, out_dir, config: MVSConfig = MVSConfig(), *, progress: b
     offsets, pointing = np.zeros((len(views), 2)), {"skipped": "disabled (pointing_search_px = 0)"}
     if config.pointing_search_px > 0:
         from earthsynth.mesh.mvs_pointing import estimate_pointing_offsets
-        offsets, pointing = estimate_pointing_offsets(config, grid, views, pair_index, sweep, to_lonlat, reference)
+        offsets, pointing = estimate_pointing_offsets(config, grid, views, pairs, sweep, to_lonlat, reference)
     heights = np.full((grid.height, grid.width), np.nan)
     confidence = np.full((grid.height, grid.width), np.nan, np.float32)
     windows = list(_tile_windows(grid, config.tile_cells))

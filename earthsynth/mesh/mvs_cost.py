@@ -231,7 +231,7 @@ def zncc_score_volume(images, coef, t_d, pairs, radius, min_var, keep):
     return volume
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def zncc_pair_scores_at(images, coef, t_hw, pairs, radius, min_var):
     """ZNCC of every pair at each cell's own height t_hw[y, x] (its whole window sampled at that height)
     -> (P, H, W) float32, NaN where a window leaves a view or is textureless."""
@@ -239,7 +239,7 @@ def zncc_pair_scores_at(images, coef, t_hw, pairs, radius, min_var):
     n_pairs = pairs.shape[0]
     out = np.full((n_pairs, height, width), np.nan, np.float32)
     side = 2 * radius + 1
-    for y in prange(height):
+    for y in range(height):
         patch = np.empty((n_views, side * side))
         for x in range(width):
             t = t_hw[y, x]

@@ -74,10 +74,14 @@ def ground_grid(scene, gsd: float, roi_enu=None) -> GroundGrid:
 
 class ViewModel:
     """One view: its grey pixels normalised for matching, its colours for the points, and its camera model
-    (`project(lon, lat, alt) -> (col, row)`: the RPC, or the pinhole fitted to it)."""
+    (`project(lon, lat, alt) -> (col, row)`: the RPC, or the pinhole fitted to it).
 
-    def __init__(self, scene, name: str, projection: str):
+    `grid_gsd`: the ground grid's cell; when it is coarser than the view's pixels the matching image is blurred
+    first (Gaussian, sigma = 0.5 sqrt(r^2 - 1) px for r = cell / pixel) so that sampling it does not alias."""
+
+    def __init__(self, scene, name: str, projection: str, grid_gsd: float | None = None):
         self.scene, self.name, self.projection = scene, name, projection
+        self.grid_gsd = grid_gsd
         self.rpc = scene.rpc(name)
         self.record = scene.view(name)
         self.pinhole_max_px: float | None = None
@@ -104,6 +108,10 @@ class ViewModel:
     def matching_image(self) -> np.ndarray:
         """(H, W) float32 grey, centred on the median and scaled by the robust spread (1.4826 MAD)."""
         grey = self.pixels.astype(np.float32).mean(axis=0)
+        ratio = (self.grid_gsd or 0.0) / self.record.gsd
+        if ratio > 1.0:
+            from scipy.ndimage import gaussian_filter
+            grey = gaussian_filter(grey, 0.5 * math.sqrt(ratio * ratio - 1.0))
         median = float(np.median(grey))
         spread = 1.4826 * float(np.median(np.abs(grey - median)))
         if not spread > 0:

@@ -7,8 +7,8 @@ Along each of 8 (or 4) scan directions r, the path cost of cell p at hypothesis 
 and the aggregated cost S(p, d) is the sum over directions. Here C = 1 - ZNCC in [0, 2] and a hypothesis step is
 a fraction of a pixel of parallax, so P1 lets slopes and roofs change height by one step per cell while P2 is the
 price of a height discontinuity (building edges). The scan lines of one direction are disjoint, so they run in
-parallel and add into S without races. Cells with an undefined cost (NaN) get a flat cost (`missing_cost`) that
-lets their neighbours' paths carry through them.
+parallel and add into S without races. The caller gives cells with an undefined score a flat cost (1, i.e. ZNCC 0)
+so that their neighbours' paths carry through them.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def sgm_aggregate(cost_hwd: np.ndarray, p1: float, p2: float, directions: int = 
     return total
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def winner_take_all(total, exclusion):
     """Per cell: best hypothesis index (int32), sub-step offset in [-0.5, 0.5] from a parabola through its
     neighbours, and the uniqueness ratio best / second best, the second best taken more than `exclusion` steps
@@ -84,7 +84,7 @@ def winner_take_all(total, exclusion):
     best_d = np.zeros((height, width), np.int32)
     offset = np.zeros((height, width), np.float32)
     ratio = np.ones((height, width), np.float32)
-    for y in prange(height):
+    for y in range(height):
         for x in range(width):
             k = 0
             for d in range(1, depth):

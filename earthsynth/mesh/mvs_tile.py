@@ -137,7 +137,7 @@ def reject_cells(config, sweep: HeightSweep, geometry: TileGeometry, pair_index,
         support = (scores >= config.min_ncc).sum(axis=0)
         keep = (support >= min(config.min_support_pairs, len(pair_index))) & (confidence >= config.min_ncc)
     keep &= uniqueness <= config.max_uniqueness
-    radius = config.window_radius + 1 if config.edge_radius is None else config.edge_radius
+    radius = config.window_radius if config.edge_radius is None else config.edge_radius
     if radius > 0:
         keep &= ~near_discontinuity(heights, config.edge_jump_m, radius)
     return confidence, keep

@@ -20,7 +20,7 @@ from earthsynth.io.mesh import TexturedMesh
 from earthsynth.render import raster_kernel
 
 DEFAULT_NEAR = 1e-3  # metres; fragments nearer than this to the camera plane are dropped
-STRIPE_ROWS = 8  # rows per work unit of the rasteriser: small enough to balance, large enough to bin cheaply
+STRIPE_SHIFT = 3  # 2**3 rows per work unit of the rasteriser: small enough to balance, large enough to bin cheaply
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,7 +76,7 @@ def rasterize(vertices_n3, faces_f3, camera: Camera | OrthoCamera, *, supersampl
     bbox_f4 = raster_kernel.triangle_boxes(hom_n3, uv_n2, faces_f3, perspective, float(near), cam.width, cam.height)
     ids_hw, zbuf_hw, bary_hw3 = raster_kernel.raster_stripes(hom_n3, depth_n, faces_f3, bbox_f4, perspective,
                                                              bool(cull_backfaces), float(near), cam.height,
-                                                             cam.width, STRIPE_ROWS, numba.get_num_threads())
+                                                             cam.width, STRIPE_SHIFT, numba.get_num_threads())
     return Fragments(torch.from_numpy(ids_hw), torch.from_numpy(bary_hw3),
                      torch.from_numpy(zbuf_hw.astype(np.float32)), int(supersample))
 
@@ -146,6 +146,8 @@ def interpolate(attributes_vc: torch.Tensor, faces_f3, fragments: Fragments, *,
         raise ConfigError(f"attributes must have shape (V, C), got {tuple(attributes_vc.shape)}")
     bary_hw3 = fragments.barycentrics_hw3 if barycentrics_hw3 is None else barycentrics_hw3
     faces_f3 = _faces_tensor(faces_f3, attributes_vc.device)
+    if faces_f3.shape[0] == 0:  # nothing can be visible: every pixel is background
+        return attributes_vc.new_zeros((fragments.height, fragments.width, attributes_vc.shape[1]))
     mask_hw = fragments.mask_hw.to(attributes_vc.device)
     tri_vertices_hw3 = faces_f3[fragments.triangle_id_hw.clamp(min=0).to(attributes_vc.device)]
     values_hw3c = attributes_vc[tri_vertices_hw3]
@@ -244,7 +246,7 @@ def render_textured(mesh: TexturedMesh, camera: Camera | OrthoCamera, *, supersa
     vertices_n3 = torch.from_numpy(mesh.vertices_n3)
     points_hw3 = interpolate(vertices_n3, mesh.faces_f3, fragments)
     normals_f3 = torch.from_numpy(face_normals(mesh.vertices_n3, mesh.faces_f3))
-    normal_hw3 = normals_f3[fragments.triangle_id_hw.clamp(min=0)]
+    normal_hw3 = normals_f3[fragments.triangle_id_hw.clamp(min=0)] if mesh.num_faces else points_hw3 * 0
     depth_hw1 = fragments.depth_hw.double()[..., None]
     if s > 1:
         points_hw3, count_hw = _coverage_mean(points_hw3, mask_hw, s)

@@ -15,8 +15,11 @@ the same way: e = a * j + (b * i + c) per pixel, never incrementally from a tria
 exactly on the shared edge is then covered by at least one of them (both tests are inclusive), never by neither.
 The kernels are compiled without fastmath so that LLVM does not contract these into FMAs differently per use.
 
-Memory: only a pixel box per triangle is stored; the edge coefficients are recomputed where the triangle is drawn
-(about 40 flops, cheaper than streaming 128 bytes per triangle through memory for millions of small triangles).
+Speed: the per-triangle helpers are inlined at the numba IR level (inline="always"): a plain call to a jitted
+function taking arrays increments and decrements their reference counts (atomics), which cost ten times the work of
+a small triangle. Only a pixel box per triangle is stored; the edge coefficients are recomputed where the triangle
+is drawn (about 40 flops, cheaper than streaming 128 bytes per triangle through memory for millions of small
+triangles).
 
 Determinism: the image is split into stripes of rows, dealt round-robin to the workers; every worker draws the
 triangles in index order and a fragment replaces the stored one only if strictly nearer, so ties go to the smaller
@@ -30,6 +33,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+NARROW_BOX_PX = 4  # boxes narrower than this are scanned whole: computing a span would cost more
 SPAN_MARGIN_PX = 1e-6  # per-row column spans and boxes are widened by this much; the exact per-pixel test decides
 
 
@@ -83,7 +87,7 @@ def _clipped_bounds(hom_n3, i0, i1, i2, near):
     return _clip_extend(bounds, x2, y2, w2, x0, y0, w0, near)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pixel_range(lo, hi, size):
     """Integer pixel centres inside [lo, hi] (widened by the margin: the box is computed by division, the
     coverage by edge functions), clamped to [0, size - 1]; (1, 0) when empty or NaN."""
@@ -105,7 +109,7 @@ def triangle_boxes(hom_n3, uv_n2, faces_f3, perspective, near, width, height):
     return bbox_f4
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _triangle_box(f, hom_n3, uv_n2, faces_f3, perspective, near, width, height, bbox_f4):
     i0, i1, i2 = faces_f3[f, 0], faces_f3[f, 1], faces_f3[f, 2]
     bbox_f4[f, 0], bbox_f4[f, 1], bbox_f4[f, 2], bbox_f4[f, 3] = 1, 0, 1, 0
@@ -123,7 +127,7 @@ def _triangle_box(f, hom_n3, uv_n2, faces_f3, perspective, near, width, height, 
         bbox_f4[f, 0], bbox_f4[f, 1], bbox_f4[f, 2], bbox_f4[f, 3] = row0, row1, col0, col1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def triangle_coefficients(f, hom_n3, depth_n, faces_f3, perspective, cull_back):
     """(drawable, sign-normalised edge rows a0, b0, c0, a1, b1, c1, a2, b2, c2, depth numerator q0, q1, q2, q3).
 
@@ -147,7 +151,7 @@ def triangle_coefficients(f, hom_n3, depth_n, faces_f3, perspective, cull_back):
     return (drawable, s * a0, s * b0, s * c0, s * a1, s * b1, s * c1, s * a2, s * b2, s * c2, q0, q1, q2, q3)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _span(a, inv_a, rest, lo, hi):
     """Narrow the column interval [lo, hi] to where a * u + rest >= 0, widened by the margin (the exact per-pixel
     test decides; this only skips pixels that are certainly outside)."""
@@ -160,22 +164,26 @@ def _span(a, inv_a, rest, lo, hi):
     return lo, hi
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _draw_triangle(f, coefficients, row0, row1, col0, col1, near, ids_hw, zbuf_hw, bary_hw3):
     _, a0, b0, c0, a1, b1, c1, a2, b2, c2, q0, q1, q2, q3 = coefficients
-    inv_a0 = 1.0 / a0 if a0 != 0.0 else 0.0
-    inv_a1 = 1.0 / a1 if a1 != 0.0 else 0.0
-    inv_a2 = 1.0 / a2 if a2 != 0.0 else 0.0
+    narrow = col1 - col0 < NARROW_BOX_PX
+    if not narrow:
+        inv_a0 = 1.0 / a0 if a0 != 0.0 else 0.0
+        inv_a1 = 1.0 / a1 if a1 != 0.0 else 0.0
+        inv_a2 = 1.0 / a2 if a2 != 0.0 else 0.0
     for i in range(row0, row1 + 1):
         v = float(i)
         rest0, rest1, rest2 = b0 * v + c0, b1 * v + c1, b2 * v + c2
-        # columns where all three edge functions can be >= 0: only those are tested exactly
-        lo, hi = _span(a0, inv_a0, rest0, float(col0), float(col1))
-        lo, hi = _span(a1, inv_a1, rest1, lo, hi)
-        lo, hi = _span(a2, inv_a2, rest2, lo, hi)
-        if not lo <= hi:
-            continue
-        for j in range(int(math.ceil(lo)), int(math.floor(hi)) + 1):
+        j0, j1 = col0, col1
+        if not narrow:  # columns where all three edge functions can be >= 0: only those are tested exactly
+            lo, hi = _span(a0, inv_a0, rest0, float(col0), float(col1))
+            lo, hi = _span(a1, inv_a1, rest1, lo, hi)
+            lo, hi = _span(a2, inv_a2, rest2, lo, hi)
+            if not lo <= hi:
+                continue
+            j0, j1 = int(math.ceil(lo)), int(math.floor(hi))
+        for j in range(j0, j1 + 1):
             u = float(j)
             e0 = a0 * u + rest0
             e1 = a1 * u + rest1
@@ -198,38 +206,44 @@ def _draw_triangle(f, coefficients, row0, row1, col0, col1, near, ids_hw, zbuf_h
 
 
 @njit(cache=True)
-def _bin_worker_stripes(bbox_f4, stripe_rows, n_stripes, worker, n_workers):
+def _bin_worker_stripes(bbox_f4, stripe_shift, worker, n_workers, n_stripes):
     """CSR lists of triangle ids, ascending, for the stripes a worker owns (worker, worker + n_workers, ...):
-    local stripe k owns ids[offsets[k]:offsets[k + 1]]."""
-    n_local = (n_stripes - worker + n_workers - 1) // n_workers
+    local stripe k (global stripe worker + k * n_workers) owns ids[offsets[k]:offsets[k + 1]].
+
+    Stripes are 2**stripe_shift rows and ownership is a table look-up: integer divisions here would cost more
+    than the drawing of a small triangle."""
+    local_s = np.full(n_stripes, -1, np.int64)
+    n_local = 0
+    for stripe in range(worker, n_stripes, n_workers):
+        local_s[stripe] = n_local
+        n_local += 1
     offsets = np.zeros(n_local + 1, np.int64)
     for f in range(bbox_f4.shape[0]):
-        row0, row1 = bbox_f4[f, 0], bbox_f4[f, 1]
-        if row0 <= row1:
-            first = row0 // stripe_rows
-            for stripe in range(first + (worker - first) % n_workers, row1 // stripe_rows + 1, n_workers):
-                offsets[stripe // n_workers + 1] += 1
+        if bbox_f4[f, 0] <= bbox_f4[f, 1]:
+            for stripe in range(bbox_f4[f, 0] >> stripe_shift, (bbox_f4[f, 1] >> stripe_shift) + 1):
+                if local_s[stripe] >= 0:
+                    offsets[local_s[stripe] + 1] += 1
     for k in range(n_local):
         offsets[k + 1] += offsets[k]
     ids = np.empty(offsets[n_local], np.int32)
     fill = offsets[:-1].copy()
     for f in range(bbox_f4.shape[0]):
-        row0, row1 = bbox_f4[f, 0], bbox_f4[f, 1]
-        if row0 <= row1:
-            first = row0 // stripe_rows
-            for stripe in range(first + (worker - first) % n_workers, row1 // stripe_rows + 1, n_workers):
-                k = stripe // n_workers
-                ids[fill[k]] = f
-                fill[k] += 1
+        if bbox_f4[f, 0] <= bbox_f4[f, 1]:
+            for stripe in range(bbox_f4[f, 0] >> stripe_shift, (bbox_f4[f, 1] >> stripe_shift) + 1):
+                k = local_s[stripe]
+                if k >= 0:
+                    ids[fill[k]] = f
+                    fill[k] += 1
     return offsets, ids
 
 
 @njit(cache=True)
-def _raster_worker(worker, n_workers, hom_n3, depth_n, faces_f3, bbox_f4, perspective, cull_back, near, stripe_rows,
+def _raster_worker(worker, n_workers, hom_n3, depth_n, faces_f3, bbox_f4, perspective, cull_back, near, stripe_shift,
                    ids_hw, zbuf_hw, bary_hw3):
     height = ids_hw.shape[0]
-    n_stripes = (height + stripe_rows - 1) // stripe_rows
-    offsets, stripe_ids = _bin_worker_stripes(bbox_f4, stripe_rows, n_stripes, worker, n_workers)
+    stripe_rows = 1 << stripe_shift
+    n_stripes = (height + stripe_rows - 1) >> stripe_shift
+    offsets, stripe_ids = _bin_worker_stripes(bbox_f4, stripe_shift, worker, n_workers, n_stripes)
     for k in range(len(offsets) - 1):
         stripe = worker + k * n_workers
         stripe_row0, stripe_row1 = stripe * stripe_rows, min(height, (stripe + 1) * stripe_rows) - 1
@@ -242,19 +256,19 @@ def _raster_worker(worker, n_workers, hom_n3, depth_n, faces_f3, bbox_f4, perspe
 
 
 @njit(cache=True, parallel=True)
-def raster_stripes(hom_n3, depth_n, faces_f3, bbox_f4, perspective, cull_back, near, height, width, stripe_rows,
+def raster_stripes(hom_n3, depth_n, faces_f3, bbox_f4, perspective, cull_back, near, height, width, stripe_shift,
                    n_workers):
     """Z-buffered visibility: triangle id (H, W) int64 (-1 background), depth z_cam (H, W) float64 (+inf) and
     perspective-correct barycentrics (H, W, 3) float32 (0) at the pixel centres.
 
-    Worker t owns stripes t, t + n_workers, ... (interleaved, to balance the load when the geometry is concentrated
-    in part of the image) and draws them one after the other, each from its own list of triangles: the stripe's
-    part of the buffers stays in cache. Each pixel is written by one worker only. (The parallel loop body is a
+    Stripes are 2**stripe_shift rows. Worker t owns stripes t, t + n_workers, ... (interleaved, to balance the load
+    when the geometry is concentrated in part of the image) and draws them one after the other, each from its own
+    list of triangles: the stripe's part of the buffers stays in cache. Each pixel is written by one worker only. (The parallel loop body is a
     single call: parfor analysis of a large body costs seconds of compile time.)"""
     ids_hw = np.full((height, width), -1, np.int64)
     zbuf_hw = np.full((height, width), np.inf)
     bary_hw3 = np.zeros((height, width, 3), np.float32)
     for worker in prange(n_workers):
         _raster_worker(worker, n_workers, hom_n3, depth_n, faces_f3, bbox_f4, perspective, cull_back, near,
-                       stripe_rows, ids_hw, zbuf_hw, bary_hw3)
+                       stripe_shift, ids_hw, zbuf_hw, bary_hw3)
     return ids_hw, zbuf_hw, bary_hw3

@@ -63,10 +63,12 @@ def shadow_lit_mask(vertices_n3, faces_f3, points_hw3, valid_hw, sun_dir, *, gsd
         raise ConfigError(f"shadow map gsd_m must be positive, got {gsd_m}")
     vertices_n3 = np.asarray(vertices_n3.detach().cpu() if isinstance(vertices_n3, torch.Tensor) else vertices_n3,
                              dtype=np.float64)
-    camera = shadow_camera(vertices_n3, sun_dir, gsd_m)
-    fragments = rasterize(vertices_n3, faces_f3, camera)
     points_hw3 = np.asarray(torch.as_tensor(points_hw3).detach().cpu(), dtype=np.float64)
     valid_hw = np.asarray(torch.as_tensor(valid_hw).detach().cpu(), dtype=bool)
+    if not valid_hw.any() or len(vertices_n3) == 0:
+        return torch.from_numpy(valid_hw.copy())
+    camera = shadow_camera(vertices_n3, sun_dir, gsd_m)
+    fragments = rasterize(vertices_n3, faces_f3, camera)
     uv_m2, depth_m = camera.project(points_hw3[valid_hw])
     col_m = np.clip(np.rint(uv_m2[:, 0]).astype(np.int64), 0, camera.width - 1)
     row_m = np.clip(np.rint(uv_m2[:, 1]).astype(np.int64), 0, camera.height - 1)
