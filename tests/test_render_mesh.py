@@ -301,6 +301,8 @@ def test_bad_inputs_raise_config_errors():
     with pytest.raises(ConfigError):
         rasterize(vertices, faces, pinhole, supersample=0)
     with pytest.raises(ConfigError):
+        rasterize(vertices, faces, "not a camera")
+    with pytest.raises(ConfigError):
         rasterize(np.full((3, 3), np.nan), [[0, 1, 2]], pinhole)
     with pytest.raises(ConfigError):
         downsample(torch.zeros(5, 4), 2)

@@ -25,9 +25,9 @@ each division and merges four meshes; it does not say how its seams are joined.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+import numba
 import numpy as np
 import torch
 
@@ -38,6 +38,11 @@ from earthsynth.mesh.geometry_step import GridSampler, cell_centre_bounds, divis
 from earthsynth.mesh.isosurface import extract_isosurface
 from earthsynth.mesh.regularizers import RegularizerWeights, annealed_sdf_sign_weight
 from earthsynth.mesh.zsdf import ZMonotonicSDF, ZSDFConfig
+
+# Start numba's thread pool now, at import. Started later, lazily by the rasteriser's first parallel call, it made
+# every optimisation step 4-10x slower on a 2-core machine (measured; two OpenMP runtimes, torch's and the
+# system's, share the process). Launching it is cheap and changes no result.
+numba.get_num_threads()
 
 PAPER_SHARPNESS = 80.0        # k of Eq. 5 (B.2), at the paper's 128-sample iso-surface grid
 PAPER_GRID_RESOLUTION = 128   # FlexiCubes 128^3 (B.2)
@@ -139,20 +144,6 @@ def plan_divisions(scene: GridBox, config: GeometryConfig) -> list[Division]:
 # ---------------------------------------------------------------------------------------------- optimisation
 
 
-@contextmanager
-def serial_rasteriser():
-    """Run the numba rasteriser on one thread meanwhile. Its parallel region gains little on a division-sized
-    render, and its idle OpenMP workers spin between calls, starving torch's thread (measured: a step 3-10x
-    slower on 2 cores)."""
-    import numba
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
-
-
 def optimise_division(division: Division, target: HeightMap, initial_hw: np.ndarray, config: GeometryConfig, *,
                       device=None, progress=None) -> tuple[np.ndarray, list[dict]]:
     """Adam on one division's ZSDF offsets. target: binned heights over `division.box`; initial_hw: hole-filled
@@ -240,17 +231,16 @@ def optimise_divisions(binned: HeightMap, config: GeometryConfig, *, device=None
     g, bins = config.zsdf_resolution, config.heightmap_resolution // config.zsdf_resolution
     offsets = np.zeros((ny * g, nx * g), np.float32)
     reports = []
-    with serial_rasteriser():
-        for division in plan_divisions(scene, config):
-            t0 = time.perf_counter()
-            rows = slice(division.node_rows.start * bins, division.node_rows.stop * bins)
-            cols = slice(division.node_cols.start * bins, division.node_cols.stop * bins)
-            own, log = optimise_division(division, binned.crop(rows, cols), filled[rows, cols], config,
-                                         device=device, progress=progress)
-            a, b = division.index
-            offsets[a * g:(a + 1) * g, b * g:(b + 1) * g] = own
-            reports.append({"index": list(division.index), "seconds": time.perf_counter() - t0,
-                            "box": division.box.to_dict(), "first": log[0], "last": log[-1], "log": log})
+    for division in plan_divisions(scene, config):
+        t0 = time.perf_counter()
+        rows = slice(division.node_rows.start * bins, division.node_rows.stop * bins)
+        cols = slice(division.node_cols.start * bins, division.node_cols.stop * bins)
+        own, log = optimise_division(division, binned.crop(rows, cols), filled[rows, cols], config,
+                                     device=device, progress=progress)
+        a, b = division.index
+        offsets[a * g:(a + 1) * g, b * g:(b + 1) * g] = own
+        reports.append({"index": list(division.index), "seconds": time.perf_counter() - t0,
+                        "box": division.box.to_dict(), "first": log[0], "last": log[-1], "log": log})
     return offsets, reports
 
 

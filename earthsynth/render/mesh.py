@@ -1,6 +1,6 @@
 """CPU triangle rasteriser (visibility, triangle id, barycentrics, depth) and differentiable interpolation.
 
-`rasterize` runs a numba z-buffer kernel (`raster_kernel.py`) on float64 camera-space vertices; everything after
+`rasterize` runs numba z-buffer kernels (`raster_kernel.py`) on float64 projected vertices; everything after
 visibility (attribute interpolation, texture sampling, differentiable barycentrics) is torch, so gradients reach
 per-vertex attributes, textures and vertex positions. Pixel (row i, col j) is sampled at its centre u = j, v = i.
 """
@@ -48,14 +48,14 @@ class Fragments:
 def scaled_camera(camera: Camera | OrthoCamera, supersample: int) -> Camera | OrthoCamera:
     """The camera whose pixel grid is `supersample` times finer, with the same image footprint."""
     s = _check_supersample(supersample)
+    if not isinstance(camera, (Camera, OrthoCamera)):
+        raise ConfigError(f"expected a Camera or OrthoCamera, got {type(camera).__name__}")
     if s == 1:
         return camera
     if isinstance(camera, Camera):
         return camera.resized(camera.width * s, camera.height * s)
-    if isinstance(camera, OrthoCamera):
-        return OrthoCamera(camera.viewmat.copy(), camera.gsd / s, s * (camera.cx + 0.5) - 0.5,
-                           s * (camera.cy + 0.5) - 0.5, camera.width * s, camera.height * s)
-    raise ConfigError(f"expected a Camera or OrthoCamera, got {type(camera).__name__}")
+    return OrthoCamera(camera.viewmat.copy(), camera.gsd / s, s * (camera.cx + 0.5) - 0.5,
+                       s * (camera.cy + 0.5) - 0.5, camera.width * s, camera.height * s)
 
 
 def rasterize(vertices_n3, faces_f3, camera: Camera | OrthoCamera, *, supersample: int = 1,
@@ -73,10 +73,9 @@ def rasterize(vertices_n3, faces_f3, camera: Camera | OrthoCamera, *, supersampl
     perspective = isinstance(cam, Camera)
     hom_n3, depth_n, uv_n2 = raster_kernel.project_vertices(vertices_n3, projection_34, depth_4, perspective,
                                                             float(near))
-    bbox_f4 = raster_kernel.triangle_boxes(hom_n3, uv_n2, faces_f3, perspective, float(near), cam.width, cam.height)
-    ids_hw, zbuf_hw, bary_hw3 = raster_kernel.raster_stripes(hom_n3, depth_n, faces_f3, bbox_f4, perspective,
-                                                             bool(cull_backfaces), float(near), cam.height,
-                                                             cam.width, STRIPE_SHIFT, numba.get_num_threads())
+    ids_hw, zbuf_hw, bary_hw3 = raster_kernel.rasterize_arrays(
+        hom_n3, depth_n, uv_n2, faces_f3, perspective=perspective, cull_back=bool(cull_backfaces), near=float(near),
+        height=cam.height, width=cam.width, n_workers=numba.get_num_threads(), stripe_shift=STRIPE_SHIFT)
     return Fragments(torch.from_numpy(ids_hw), torch.from_numpy(bary_hw3),
                      torch.from_numpy(zbuf_hw.astype(np.float32)), int(supersample))
 

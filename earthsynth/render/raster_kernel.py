@@ -21,17 +21,18 @@ a small triangle. Only a pixel box per triangle is stored; the edge coefficients
 is drawn (about 40 flops, cheaper than streaming 128 bytes per triangle through memory for millions of small
 triangles).
 
-Determinism: the image is split into stripes of rows, dealt round-robin to the workers; every worker draws the
-triangles in index order and a fragment replaces the stored one only if strictly nearer, so ties go to the smaller
+Determinism: the image is split into stripes of rows, dealt round-robin to the workers (threads running nogil
+kernels); every worker draws the triangles in index order and a fragment replaces the stored one only if strictly nearer, so ties go to the smaller
 triangle id whatever the number of threads.
 """
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 NARROW_BOX_PX = 4  # boxes narrower than this are scanned whole: computing a span would cost more
 SPAN_MARGIN_PX = 1e-6  # per-row column spans and boxes are widened by this much; the exact per-pixel test decides
@@ -98,15 +99,12 @@ def _pixel_range(lo, hi, size):
     return max(0, int(math.ceil(lo))), min(size - 1, int(math.floor(hi)))
 
 
-@njit(cache=True, parallel=True)
-def triangle_boxes(hom_n3, uv_n2, faces_f3, perspective, near, width, height):
-    """Pixel boxes (F, 4) int32 = row0, row1, col0, col1 of the pixel centres each triangle may cover; empty
-    (row0 > row1) for triangles off the image or entirely behind the near plane."""
-    n_faces = faces_f3.shape[0]
-    bbox_f4 = np.empty((n_faces, 4), np.int32)
-    for f in prange(n_faces):
+@njit(cache=True, nogil=True)
+def triangle_boxes(hom_n3, uv_n2, faces_f3, perspective, near, width, height, face_start, face_stop, bbox_f4):
+    """Fill bbox_f4[face_start:face_stop] (int32 row0, row1, col0, col1) with the pixel centres each triangle may
+    cover; empty (row0 > row1) for triangles off the image or entirely behind the near plane."""
+    for f in range(face_start, face_stop):
         _triangle_box(f, hom_n3, uv_n2, faces_f3, perspective, near, width, height, bbox_f4)
-    return bbox_f4
 
 
 @njit(cache=True, inline="always")
@@ -237,9 +235,15 @@ def _bin_worker_stripes(bbox_f4, stripe_shift, worker, n_workers, n_stripes):
     return offsets, ids
 
 
-@njit(cache=True)
-def _raster_worker(worker, n_workers, hom_n3, depth_n, faces_f3, bbox_f4, perspective, cull_back, near, stripe_shift,
-                   ids_hw, zbuf_hw, bary_hw3):
+@njit(cache=True, nogil=True)
+def raster_worker(worker, n_workers, hom_n3, depth_n, faces_f3, bbox_f4, perspective, cull_back, near, stripe_shift,
+                  ids_hw, zbuf_hw, bary_hw3):
+    """Draw the stripes of rows `worker` owns (2**stripe_shift rows each; stripes worker, worker + n_workers, ...)
+    into the z-buffer: triangle id (-1 background), depth z_cam (+inf) and barycentrics (0).
+
+    Interleaved stripes balance the load when the geometry is concentrated in part of the image; a worker draws its
+    stripes one after the other, each from its own list of triangles, so the stripe's part of the buffers stays in
+    cache; each pixel is written by one worker only, so workers run concurrently without locks."""
     height = ids_hw.shape[0]
     stripe_rows = 1 << stripe_shift
     n_stripes = (height + stripe_rows - 1) >> stripe_shift
@@ -255,20 +259,28 @@ def _raster_worker(worker, n_workers, hom_n3, depth_n, faces_f3, bbox_f4, perspe
                                bbox_f4[f, 2], bbox_f4[f, 3], near, ids_hw, zbuf_hw, bary_hw3)
 
 
-@njit(cache=True, parallel=True)
-def raster_stripes(hom_n3, depth_n, faces_f3, bbox_f4, perspective, cull_back, near, height, width, stripe_shift,
-                   n_workers):
-    """Z-buffered visibility: triangle id (H, W) int64 (-1 background), depth z_cam (H, W) float64 (+inf) and
-    perspective-correct barycentrics (H, W, 3) float32 (0) at the pixel centres.
-
-    Stripes are 2**stripe_shift rows. Worker t owns stripes t, t + n_workers, ... (interleaved, to balance the load
-    when the geometry is concentrated in part of the image) and draws them one after the other, each from its own
-    list of triangles: the stripe's part of the buffers stays in cache. Each pixel is written by one worker only. (The parallel loop body is a
-    single call: parfor analysis of a large body costs seconds of compile time.)"""
+def rasterize_arrays(hom_n3, depth_n, uv_n2, faces_f3, *, perspective: bool, cull_back: bool, near: float,
+                     height: int, width: int, n_workers: int, stripe_shift: int = 3):
+    """Boxes, then the z-buffer, on `n_workers` threads (the kernels release the GIL). Threads rather than numba's
+    parallel loops: parfor compilation would add ~15 s to the first call, and results are the same bytes for any
+    number of workers. Returns (triangle id (H, W) int64, depth (H, W) float64, barycentrics (H, W, 3) float32)."""
+    n_faces = faces_f3.shape[0]
+    bbox_f4 = np.empty((n_faces, 4), np.int32)
+    bounds = np.linspace(0, n_faces, n_workers + 1).astype(np.int64)
+    _run_threads(n_workers, lambda k: triangle_boxes(hom_n3, uv_n2, faces_f3, perspective, near, width, height,
+                                                     bounds[k], bounds[k + 1], bbox_f4))
     ids_hw = np.full((height, width), -1, np.int64)
     zbuf_hw = np.full((height, width), np.inf)
     bary_hw3 = np.zeros((height, width, 3), np.float32)
-    for worker in prange(n_workers):
-        _raster_worker(worker, n_workers, hom_n3, depth_n, faces_f3, bbox_f4, perspective, cull_back, near,
-                       stripe_shift, ids_hw, zbuf_hw, bary_hw3)
+    _run_threads(n_workers, lambda k: raster_worker(k, n_workers, hom_n3, depth_n, faces_f3, bbox_f4, perspective,
+                                                    cull_back, near, stripe_shift, ids_hw, zbuf_hw, bary_hw3))
     return ids_hw, zbuf_hw, bary_hw3
+
+
+def _run_threads(n_workers: int, task) -> None:
+    if n_workers == 1:
+        task(0)
+        return
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        for future in [pool.submit(task, k) for k in range(n_workers)]:
+            future.result()  # re-raises a worker's exception
