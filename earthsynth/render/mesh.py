@@ -267,7 +267,7 @@ def render_textured(mesh: TexturedMesh, camera: Camera | OrthoCamera, *, supersa
 
 def _albedo(mesh: TexturedMesh, fragments: Fragments, texture: torch.Tensor | None) -> torch.Tensor:
     if texture is None and mesh.texture_hw3 is not None:
-        texture = torch.from_numpy(np.ascontiguousarray(mesh.texture_hw3)).float() / 255.0
+        texture = torch.tensor(mesh.texture_hw3, dtype=torch.float32) / 255.0   # copies: GLB textures are read-only
     if texture is not None:
         if mesh.uvs_n2 is None:
             raise ConfigError("a texture was given but the mesh has no uvs", hint="unwrap the mesh (uvs_n2) first")
