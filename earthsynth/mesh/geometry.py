@@ -3,14 +3,16 @@
 Per scene division (paper: 4, a 2 x 2 split), a `ZMonotonicSDF` is initialised from the binned height map and
 optimised with Adam; each step
 
-    sdf grid (sample_grid) -> iso-surface (marching tetrahedra, open) -> top-down height render on the division's
-    R x R bin grid (Eq. A3) -> L_H = masked L1 to the binned MVS heights (Eq. A4)
+    SDF grid -> iso-surface (marching tetrahedra, open) -> top-down height render on the division's R x R bin
+    grid (Eq. A3) -> L_H = masked L1 to the binned MVS heights (Eq. A4)
     + lambda_Lap L_Lap (Eq. A5, on the normalised vertices)
     + lambda_Nrm L_Nrm (Eq. A6, TV of the rendered face-normal map, normals in metres)
     + lambda_reg L_reg (FlexiCubes' SDF sign regulariser on the sampled grid, annealed as FlexiCubes does).
 
 All of it happens in the division's normalised cube (x, y over the division box, z over the scene's z_range,
-`earthsynth.mesh.heightmap.GridBox`), so the losses are in the paper's units.
+`earthsynth.mesh.heightmap.GridBox`), so the losses are in the paper's units. The step itself (values and
+gradients of the straightforward `extract_isosurface(field.sample_grid(...))`, at a fraction of the cost) lives in
+`earthsynth.mesh.geometry_step`. Iso-surface samples sit at cell centres of the box (`cell_centre_bounds`).
 
 Divisions and the merge (no cracks, exactly). All divisions share ONE global layout: the scene's ZSDF node grid
 (divisions x zsdf_resolution nodes per side) and the global z normalisation. A division optimises its own nodes
@@ -19,7 +21,8 @@ own nodes. The merge assembles them into one global offset grid, i.e. one global
 the final mesh ONCE over the whole scene box (`closed=True`: capped sides and a floor at z_range[0]). One field and
 one extraction: the seams cannot crack, and the field is continuous across them (the ZSDF's windowed
 interpolation blends the two sides over 1.5 nodes), so there is no height jump either. The paper instead extracts
-each division and merges four meshes; it does not say how its seams are joined.
+each division and merges four meshes; it does not say how its seams are joined. The caps lie exactly on the scene
+box; within the outer half grid cell the top surface bevels down to them (the iso-surface's rim).
 """
 
 from __future__ import annotations
@@ -33,17 +36,29 @@ import torch
 
 from earthsynth.errors import ConfigError
 from earthsynth.io.mesh import TexturedMesh
-from earthsynth.mesh.heightmap import GridBox, HeightMap, bin_points, fill_holes, scene_box
 from earthsynth.mesh.geometry_step import GridSampler, cell_centre_bounds, division_losses
+from earthsynth.mesh.heightmap import GridBox, HeightMap, bin_points, fill_holes, scene_box
 from earthsynth.mesh.isosurface import extract_isosurface
 from earthsynth.mesh.regularizers import RegularizerWeights, annealed_sdf_sign_weight
 from earthsynth.mesh.zsdf import ZMonotonicSDF, ZSDFConfig
 
-# The numba rasteriser's OpenMP workers (the system libgomp, loaded when numba starts its pool) spin-wait between
-# the small, frequent renders of the optimisation loop and starve torch's thread: steps measured 3-10x slower on
-# 2 cores. A passive wait policy removes that; it is read when numba starts its pool, so it has to be set before
-# the first render of the process (the user's own setting wins).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+def _prefer_workqueue_threads() -> None:
+    """Have numba's rasteriser use its 'workqueue' thread pool when nobody has chosen or started one yet.
+
+    With the OpenMP layer (numba's default here) the pool shares torch's libgomp, whose idle workers spin-wait
+    between the small, frequent renders of the optimisation loop and starve torch's thread: steps were measured
+    3-10x slower on 2 cores (OMP_WAIT_POLICY=PASSIVE before torch loads also cures it). The pool is process-wide:
+    this only acts before its first use and never overrides NUMBA_THREADING_LAYER; results do not change."""
+    import numba
+    from numba.np.ufunc import parallel
+
+    if (not getattr(parallel, "_is_initialized", True) and numba.config.THREADING_LAYER == "default"
+            and "NUMBA_THREADING_LAYER" not in os.environ):
+        numba.config.THREADING_LAYER = "workqueue"
+
+
+_prefer_workqueue_threads()
 
 PAPER_SHARPNESS = 80.0        # k of Eq. 5 (B.2), at the paper's 128-sample iso-surface grid
 PAPER_GRID_RESOLUTION = 128   # FlexiCubes 128^3 (B.2)
@@ -268,7 +283,8 @@ def optimise_geometry(points_n3, bounds_xy, z_range, config: GeometryConfig = Ge
     vertices, faces = extract_scene_mesh(merged_field(offsets, config, device=device), binned.box,
                                          (nx * final, ny * final, final))
     report = {"config": config.to_dict(), "seed": int(seed), "z_range": list(z_range), "scene": binned.box.to_dict(),
-              "num_points": int(len(points)), "valid_fraction": binned.valid_fraction, "divisions": divisions,
+              "num_points": int(len(points)), "num_points_binned": int(binned.counts_hw.sum()),
+              "valid_fraction": binned.valid_fraction, "divisions": divisions,
               "merge": "one global ZSDF from the divisions' own nodes, extracted once (closed)",
               "extract_seconds": time.perf_counter() - t0, "seconds": time.perf_counter() - started,
               "num_vertices": int(len(vertices)), "num_faces": int(len(faces))}

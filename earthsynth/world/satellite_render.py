@@ -44,16 +44,22 @@ def render_view(world, spec: ViewSpec, config) -> tuple[np.ndarray, object]:
     return np.ascontiguousarray(np.moveaxis(rgb, -1, 0)), camera
 
 
+def _render_job(world, job):
+    spec, config = job
+    return render_view(world, spec, config)
+
+
 def render_satellite_views(world, config, scene_dir: Path, on_view=lambda: None) -> list[ViewRecord]:
     """Render, fit RPCs, write images/<view>.tif and truth/cameras/<view>.json; return the view records."""
     from earthsynth.io.raster import write_raster
+    from earthsynth.world.parallel import map_views
 
     (scene_dir / "images").mkdir(parents=True, exist_ok=True)
     (scene_dir / "truth" / "cameras").mkdir(parents=True, exist_ok=True)
     specs = plan_views(config.num_views, np.random.default_rng([config.seed, 1]))
+    rendered = map_views(_render_job, world, [(spec, config) for spec in specs], on_done=on_view)
     records = []
-    for i, spec in enumerate(specs):
-        image_chw, camera = render_view(world, spec, config)
+    for i, (spec, (image_chw, camera)) in enumerate(zip(specs, rendered)):
         rpc, fit_px = fit_view_rpc(camera, world.frame, world.bounds_xy, world.height_range)
         if fit_px > RPC_FIT_TOLERANCE_PX:  # a bug, not a user error: the fit is exact to ~1e-6 px normally
             raise RuntimeError(f"RPC fit of {spec.name} is off by {fit_px:.4f} px")
@@ -67,5 +73,4 @@ def render_satellite_views(world, config, scene_dir: Path, on_view=lambda: None)
             bands=3, dtype="uint8", gsd=config.view_gsd(), date=f"{date}Z",
             sun_elevation=round(spec.sun_elevation_deg, 3), sun_azimuth=round(spec.sun_azimuth_deg, 3),
             source="synthetic"))
-        on_view()
     return records

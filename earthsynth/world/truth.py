@@ -64,24 +64,31 @@ def sample_surface_points(mesh, count: int, seed: int) -> tuple[np.ndarray, np.n
     return points, mesh.texture_hw3[rows, cols]
 
 
+def _test_view_job(world, camera):
+    return render_test_view(world.mesh_full, camera)
+
+
 def write_truth(world, config, scene_dir: Path) -> dict:
     """Write truth/ and return the scene.json `truth` entry (relative paths)."""
     from earthsynth.io.mesh import write_glb
     from earthsynth.io.pointcloud import write_point_cloud_ply
     from earthsynth.io.raster import write_raster
+    from earthsynth.world.parallel import map_views
 
     truth = scene_dir / "truth"
     (truth / "views").mkdir(parents=True, exist_ok=True)
+    # the test views first: worker processes are forked before this process runs any torch work
+    ground_z = float(np.ravel(world.terrain.height(np.array([0.0]), np.array([0.0])))[0])
+    cameras = test_cameras(config.size_m, ground_z, TestViewConfig(size_px=config.test_view_size))
+    images = map_views(_test_view_job, world, list(cameras.values()))
+    for name, image in zip(cameras, images):
+        Image.fromarray(image).save(truth / "views" / f"{name}.png")
     dsm, transform, crs = truth_dsm(world, config.truth_dsm_gsd_m)
     write_raster(truth / "dsm.tif", dsm, transform=transform, crs=crs, nodata=float("nan"), cog=True)
     points, colors = sample_surface_points(world.mesh_full, config.truth_points, seed=config.seed)
     write_point_cloud_ply(truth / "points.ply", points, colors_n3=colors,
                           comments=["earthsynth truth points, ENU metres at the scene origin"])
     write_glb(truth / "mesh.glb", world.mesh_full, origin=world.frame)
-    ground_z = float(np.ravel(world.terrain.height(np.array([0.0]), np.array([0.0])))[0])
-    cameras = test_cameras(config.size_m, ground_z, TestViewConfig(size_px=config.test_view_size))
-    for name, cam in cameras.items():
-        Image.fromarray(render_test_view(world.mesh_full, cam)).save(truth / "views" / f"{name}.png")
     (truth / "views" / "views.json").write_text(
         json.dumps({name: cam.to_dict() for name, cam in cameras.items()}, indent=2))
     return {"dsm": "truth/dsm.tif", "points": "truth/points.ply", "mesh": "truth/mesh.glb",
