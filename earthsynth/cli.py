@@ -134,5 +134,14 @@ def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="output folder
     console.print(f"[bold green]demo done[/]: open {index}")
 
 
+def _add_generate_app() -> None:
+    # declared after user_errors: the sub-app reuses it
+    from earthsynth.generate.cli import generate_app
+    app.add_typer(generate_app, name="generate", help="MetaEarth: train, sample, cascade, tile, augment.")
+
+
+_add_generate_app()
+
+
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())

@@ -10,7 +10,7 @@ runner = CliRunner()
 def test_verbs_are_listed():
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for verb in ("scene", "cameras", "render", "dsm", "demo"):
+    for verb in ("scene", "cameras", "render", "dsm", "generate", "demo"):
         assert verb in res.output
 
 

@@ -7,6 +7,11 @@
     data.py      TripletDataset of (HR crop, LR condition, m/px) from landscape, real-raster and function sources
     train.py     train(): P2-weighted epsilon loss with accelerate, EMA, atomic checkpoints, exact resume
     sample.py    sample(): DDIM (eta = 0, 50 steps), deterministic from a seed or a given initial noise
+    cascade.py   cascade(): stage-by-stage x4 super-resolution with resolution bookkeeping
+    tiles.py     generate_tiles(): unbounded sliding-window generation, shared noise, streamed resumable COG
+    augment.py   augment_folder(): the data-engine mode (regenerate variants of labelled tiles)
+    presets.py   the shipped CPU model and its training recipe; weights.py loads earthsynth/weights/metaearth
+    cli.py       the `earthsynth generate ...` verbs
 
 The package imports its submodules lazily (diffusers is slow to import); the functions `degrade`, `sample` and
 `train` share their module's name, so import them from the module: `from earthsynth.generate.sample import sample`.
