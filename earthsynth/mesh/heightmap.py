@@ -179,9 +179,14 @@ def bin_points(points_n3, box: GridBox) -> HeightMap:
     return HeightMap(heights.reshape(height, width), counts.reshape(height, width), box)
 
 
-def fill_holes(heights_hw: np.ndarray) -> np.ndarray:
-    """Every NaN cell takes the value of the nearest valid cell (Euclidean, in cells): an initial surface for
-    the SDF where the MVS saw nothing. Raises ConfigError when no cell is valid."""
+def fill_holes(heights_hw: np.ndarray, *, near_cells: float = 2.0, low_quantile: float = 0.1) -> np.ndarray:
+    """An initial surface where the MVS saw nothing (NaN cells), for the SDF to start from.
+
+    Satellite MVS holes are mostly occlusions and shadows beside tall buildings, i.e. low ground hidden by a high
+    roof; filling them from the nearest cell would stretch the roofs over them. So a hole cell within `near_cells`
+    (Euclidean, in cells) of valid data takes the nearest valid height (narrow gaps split between their two
+    sides), and deeper inside a hole it takes the `low_quantile` of the valid heights around that hole (its
+    8-connected component's one-cell ring). Raises ConfigError when no cell is valid."""
     heights = np.asarray(heights_hw, np.float64)
     invalid = ~np.isfinite(heights)
     if invalid.all():
@@ -189,8 +194,16 @@ def fill_holes(heights_hw: np.ndarray) -> np.ndarray:
                           hint="check that the points are ENU metres of this scene and that z_range covers them")
     if not invalid.any():
         return heights.copy()
-    _, (rows, cols) = ndimage.distance_transform_edt(invalid, return_indices=True)
-    return heights[rows, cols]
+    distance, (rows, cols) = ndimage.distance_transform_edt(invalid, return_indices=True)
+    nearest = heights[rows, cols]
+    labels, count = ndimage.label(invalid, structure=np.ones((3, 3), bool))
+    ring_label = np.where(invalid, 0, ndimage.grey_dilation(labels, size=(3, 3)))
+    ring = ring_label > 0
+    low = ndimage.labeled_comprehension(heights[ring], ring_label[ring], np.arange(1, count + 1),
+                                        lambda v: np.quantile(v, low_quantile), np.float64, np.nan)
+    low_hw = np.concatenate([[np.nan], low])[labels]
+    deep = invalid & (distance > near_cells) & np.isfinite(low_hw)
+    return np.where(deep, low_hw, nearest)
 
 
 def scene_box(points_n3, bounds_xy, z_range, cells_hw) -> GridBox:
