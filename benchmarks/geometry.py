@@ -7,12 +7,14 @@ method in mc128 | mc256 | zsdf_noreg | zsdf, then one summary line per method (m
 Scenes. Small synthetic worlds (`build_world(WorldConfig(seed, size_m=120))`, CPU-sized; the paper's
 MatrixCity scene is 1 km) on >= 3 seeds.
 
-Input points ("satellite MVS-like", stated in every line as "points"): the truth mesh seen from straight above
-(a top-down height render at the satellite GSD, 0.3 m: roofs, ground and tree crowns, no facades, nothing under
-overhangs), one point per pixel centre, then what a satellite MVS does to it: heights with Gaussian noise
-(sigma 0.3 m, xy jitter 0.1 m), points dropped within 2 px of height jumps over 2 m (occlusions at facades),
-smooth random holes (about 15 % of the area: shadows, low texture) and 0.5 % outliers (+-10 m). `run_mvs` on a
-rendered scene would be the real thing; it is not used here to keep the benchmark in CPU minutes.
+Input points (stated in every line as "points"):
+- `--points mvs` (default): the real thing. The world is rendered as a satellite scene (`synthesize_scene` with
+  `SynthConfig(seed, size_m)` defaults: 10 views of 512 px, 0.3 m GSD) and `run_mvs` (default `MVSConfig`)
+  turns it into ENU points. About a minute per seed.
+- `--points synthetic`: satellite-MVS-like points without rendering: the truth mesh seen from straight above (a
+  top-down height render at 0.3 m: roofs, ground, tree crowns; no facades), one point per pixel centre, heights
+  with Gaussian noise (sigma 0.3 m, xy jitter 0.1 m), points dropped within 2 px of height jumps over 2 m,
+  smooth random holes (about 15 % of the area) and 0.5 % outliers (+-10 m).
 
 Truth: 300k points sampled area-uniformly on the truth mesh (facades included), its underside (the terrain
 slab's bottom) and the surfaces hidden inside buildings (terrain under them, walls between touching buildings)
@@ -24,15 +26,17 @@ Methods. All four use the same binned DSM (max height per cell, NaN where empty)
 `naive_mesh_from_dsm` at 128 / 256 voxels per side; zsdf is `optimise_geometry` with `BENCH_CONFIG`, zsdf_noreg
 the same without L_Lap, L_Nrm (and L_reg).
 
-    python benchmarks/geometry.py [--seeds 0 1 2] [--size 120] [--steps 100]
+    python benchmarks/geometry.py [--seeds 0 1 2] [--size 120] [--steps 100] [--points mvs|synthetic]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,8 +53,9 @@ from earthsynth.world.build import WorldConfig, build_world
 from earthsynth.world.primitives import PART_ID
 
 GSD_M = 0.3
-POINTS_KIND = ("truth top surface (top-down render at 0.3 m) + noise 0.3 m + edge dropout + 15% holes "
-               "+ 0.5% outliers (run_mvs not used)")
+POINTS_KIND = {"mvs": "run_mvs on synthesize_scene (10 views, 512 px, 0.3 m GSD), default MVSConfig",
+               "synthetic": "truth top surface (top-down render at 0.3 m) + noise 0.3 m + edge dropout + 15% holes "
+                            "+ 0.5% outliers (no MVS)"}
 BENCH_CONFIG = GeometryConfig(heightmap_resolution=128, zsdf_resolution=64, grid_resolution=64, steps=100)
 
 
@@ -73,6 +78,19 @@ def mvs_like_points(world, seed: int, *, gsd: float = GSD_M) -> np.ndarray:
     points[:, 2] += rng.normal(0.0, 0.3, len(points))
     outliers = rng.random(len(points)) < 0.005
     points[outliers, 2] += rng.uniform(-10.0, 10.0, int(outliers.sum()))
+    return points
+
+
+def mvs_points(seed: int, size_m: float, workdir: Path) -> np.ndarray:
+    """ENU points of `run_mvs` on the rendered satellite scene of the world (see the module doc)."""
+    from earthsynth.io.pointcloud import read_point_cloud_ply
+    from earthsynth.mesh.mvs import run_mvs
+    from earthsynth.world.synth import SynthConfig, synthesize_scene
+
+    scene_dir = workdir / f"scene_{seed}"
+    synthesize_scene(SynthConfig(seed=seed, size_m=size_m, truth_points=10_000), scene_dir)
+    result = run_mvs(scene_dir, workdir / f"mvs_{seed}")
+    points, _, _ = read_point_cloud_ply(result.points_path)
     return points
 
 
@@ -119,13 +137,14 @@ def evaluate(vertices, faces, truth, world, seed: int) -> dict:
             "precision_1m": tight["precision"], "recall_1m": tight["recall"]}
 
 
-def run_seed(seed: int, size_m: float, config: GeometryConfig) -> list[dict]:
+def run_seed(seed: int, size_m: float, config: GeometryConfig, points_kind: str, workdir: Path) -> list[dict]:
     world = build_world(WorldConfig(seed=seed, size_m=size_m))
-    points = mvs_like_points(world, seed)
+    start = time.perf_counter()
+    points = mvs_points(seed, size_m, workdir) if points_kind == "mvs" else mvs_like_points(world, seed)
+    points_seconds = time.perf_counter() - start
     truth = truth_points(world, seed)
     bounds = tuple(float(b) for b in world.bounds_xy)
-    z_range = (world.height_range[0] - 3.0, float(points[:, 2].max()) + 3.0)
-    z_range = (min(z_range[0], float(points[:, 2].min()) - 1.0), z_range[1])
+    z_range = (float(points[:, 2].min()) - 3.0, float(points[:, 2].max()) + 3.0)   # from the input alone
     cells = config.divisions[1] * config.heightmap_resolution
     methods = {
         "mc128": lambda: naive_mesh(points, bounds, z_range, cells, 128),
@@ -139,7 +158,8 @@ def run_seed(seed: int, size_m: float, config: GeometryConfig) -> list[dict]:
         vertices, faces = make()
         seconds = time.perf_counter() - start
         line = {"seed": seed, "method": name, **evaluate(vertices, faces, truth, world, seed), "seconds": seconds,
-                "size_m": size_m, "points": POINTS_KIND, "num_points": int(len(points)), "faces": int(len(faces))}
+                "size_m": size_m, "points": POINTS_KIND[points_kind], "points_seconds": points_seconds,
+                "num_points": int(len(points)), "faces": int(len(faces))}
         print(json.dumps(line), flush=True)
         lines.append(line)
     return lines
@@ -155,14 +175,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--size", type=float, default=120.0)
     parser.add_argument("--steps", type=int, default=BENCH_CONFIG.steps)
+    parser.add_argument("--points", choices=sorted(POINTS_KIND), default="mvs")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = replace(BENCH_CONFIG, steps=args.steps)
-    lines = [line for seed in args.seeds for line in run_seed(seed, args.size, config)]
+    with tempfile.TemporaryDirectory(prefix="earthsynth-bench-geometry-") as workdir:
+        lines = [line for seed in args.seeds
+                 for line in run_seed(seed, args.size, config, args.points, Path(workdir))]
     for method in ("mc128", "mc256", "zsdf_noreg", "zsdf"):
         rows = [line for line in lines if line["method"] == method]
-        print(json.dumps({"summary": method, "seeds": args.seeds, "steps": args.steps,
+        print(json.dumps({"summary": method, "seeds": args.seeds, "steps": args.steps, "points": args.points,
                           **{k: float(np.mean([r[k] for r in rows]))
                              for k in ("f1", "chamfer", "f1_1m", "precision", "recall", "seconds")}}), flush=True)
 

@@ -79,9 +79,13 @@ def test_box_mappings_and_sub_boxes():
         GridBox((0, 0, 0, 1), (0, 1), (1, 1))
 
 
-def test_fill_holes_takes_the_nearest_valid_cell():
+def test_fill_holes_near_from_the_nearest_cell_deep_from_the_low_side():
     h = np.array([[1.0, np.nan, np.nan, 4.0]])
-    np.testing.assert_array_equal(fill_holes(h), [[1.0, 1.0, 4.0, 4.0]])
+    np.testing.assert_array_equal(fill_holes(h), [[1.0, 1.0, 4.0, 4.0]])       # a narrow gap splits
+    occluded = np.full((1, 12), np.nan)
+    occluded[0, :2], occluded[0, -1] = 30.0, 2.0                                # roof | hole | ground
+    filled = fill_holes(occluded, near_cells=2.0, low_quantile=0.0)
+    np.testing.assert_array_equal(filled[0], [30, 30, 30, 30, 2, 2, 2, 2, 2, 2, 2, 2])
     with pytest.raises(ConfigError):
         fill_holes(np.full((2, 2), np.nan))
 

@@ -170,9 +170,11 @@ def top_down_render(vertices_v3: torch.Tensor, faces_f3: torch.Tensor, shape_hw,
 
 
 def division_losses(sampler: GridSampler, box: GridBox, target_hw: torch.Tensor, mask_hw: torch.Tensor,
-                    weights: RegularizerWeights, sdf_sign_weight: float) -> dict[str, torch.Tensor]:
+                    weights: RegularizerWeights, sdf_sign_weight: float, *,
+                    normal_tv_observed_only: bool = True) -> dict[str, torch.Tensor]:
     """All loss terms of one step over one division (normalised units, Eq. 2 / A4-A6); `total` carries the graph.
-    target_hw / mask_hw: the binned heights (normalised z) and Omega on `box`'s grid."""
+    target_hw / mask_hw: the binned heights (normalised z) and Omega on `box`'s grid. normal_tv_observed_only:
+    L_Nrm over the pixels of Omega only (else over every covered pixel, as the paper's Eq. A6)."""
     vertices, faces, sdf = open_surface(sampler)
     zero = sampler.field.offsets_hw.sum() * 0.0
     if faces.shape[0] == 0:
@@ -184,7 +186,8 @@ def division_losses(sampler: GridSampler, box: GridBox, target_hw: torch.Tensor,
     interior = ~rim_vertices(vertices, sampler.lo, sampler.hi)
     terms = {"height": height,
              "laplacian": interior_laplacian_loss(vertices, faces, interior) if weights.laplacian else zero,
-             "normal_tv": normal_tv_loss(normals, covered) if weights.normal_tv else zero,
+             "normal_tv": normal_tv_loss(normals, valid if normal_tv_observed_only else covered)
+             if weights.normal_tv else zero,
              "sdf_sign": sign_change_loss(sampler, sdf) if sdf_sign_weight else zero}
     terms["total"] = (height + weights.laplacian * terms["laplacian"] + weights.normal_tv * terms["normal_tv"]
                       + sdf_sign_weight * terms["sdf_sign"])
