@@ -43,11 +43,11 @@ import torch
 from affine import Affine
 from scipy import ndimage
 
+from earthsynth.geo.pinhole import OrthoCamera
 from earthsynth.mesh.geometry import GeometryConfig, optimise_geometry
 from earthsynth.mesh.heightmap import bin_points, scene_box
 from earthsynth.mesh.naive import naive_mesh_from_dsm
 from earthsynth.metrics.geometry_points import gsd_threshold_m, mesh_point_metrics
-from earthsynth.geo.pinhole import OrthoCamera
 from earthsynth.render.mesh import render_height
 from earthsynth.world.build import WorldConfig, build_world
 from earthsynth.world.primitives import PART_ID
