@@ -6,11 +6,11 @@
 #   scripts/train_metaearth_default.sh export    # latest checkpoint's EMA -> earthsynth/weights/metaearth/ (float16)
 #   scripts/train_metaearth_default.sh stop      # stop the background run (a checkpoint every 250 steps is kept)
 #
-# RUN_DIR (default runs/metaearth_default, gitignored) and PYTHON (default .venv/bin/python) may be overridden.
+# RUN_DIR (default runs/metaearth_residual, gitignored) and PYTHON (default .venv/bin/python) may be overridden.
 # The recipe (model, data, optimiser) is earthsynth/generate/presets.py; see earthsynth/weights/metaearth/RECIPE.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN_DIR="${RUN_DIR:-runs/metaearth_default}"
+RUN_DIR="${RUN_DIR:-runs/metaearth_residual}"
 PYTHON="${PYTHON:-.venv/bin/python}"
 PID_FILE="$RUN_DIR/train.pid"
 

@@ -119,6 +119,11 @@ class DenoiserConfig:
     resolution_frequencies: int = 32        # -> 2 * 32 = 64 sin/cos features
     resolution_min_frequency: float = 0.25  # period 8 ln-units > ln(20 km / 0.1 m): no wrap over any real GSD
     resolution_max_frequency: float = 1000.0  # MetaEarth: a "large number" so small changes of r are felt
+    # what is diffused: the HR image itself (MetaEarth) or, when `residual`, its difference from the bicubic
+    # up-sampling of the condition times `residual_scale` (SRDiff-style residual diffusion, not in MetaEarth: the
+    # low frequencies then come from the condition by construction, which a CPU-sized training budget needs)
+    residual: bool = False
+    residual_scale: float = 4.0             # residual std ~0.1 in model units -> ~0.4: near the noise's scale
 
     def __post_init__(self) -> None:
         _check_positive_ints(self, ("image_channels", "scale", "sample_size", "layers_per_block",
@@ -140,6 +145,8 @@ class DenoiserConfig:
         if not 0 < self.resolution_min_frequency < self.resolution_max_frequency:
             raise ConfigError("need 0 < resolution_min_frequency < resolution_max_frequency, got "
                               f"{self.resolution_min_frequency} and {self.resolution_max_frequency}")
+        if not self.residual_scale > 0:
+            raise ConfigError(f"residual_scale must be positive, got {self.residual_scale}")
         if self.sample_size % self.scale or self.sample_size % self.stride:
             raise ConfigError(f"sample_size {self.sample_size} must be a multiple of scale={self.scale} and of "
                               f"the UNet stride {self.stride}")

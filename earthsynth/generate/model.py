@@ -52,6 +52,25 @@ def from_model_range(image: torch.Tensor) -> torch.Tensor:
     return ((image + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
+def condition_upsampled(config, condition_m: torch.Tensor) -> torch.Tensor:
+    """The condition (model range) brought to the HR size by bicubic interpolation: the base of residual models."""
+    return F.interpolate(condition_m, scale_factor=config.scale, mode="bicubic", align_corners=False)
+
+
+def diffusion_target(config, hr_m: torch.Tensor, condition_m: torch.Tensor) -> torch.Tensor:
+    """x_0 of the diffusion for an HR image (model range): the image, or its scaled residual over the condition."""
+    if not config.residual:
+        return hr_m
+    return (hr_m - condition_upsampled(config, condition_m)) * config.residual_scale
+
+
+def image_from_target(config, x0: torch.Tensor, condition_m: torch.Tensor) -> torch.Tensor:
+    """Inverse of `diffusion_target`: the HR image (model range, unclamped) from a sampled x_0."""
+    if not config.residual:
+        return x0
+    return condition_upsampled(config, condition_m.to(x0.dtype)) + x0 / config.residual_scale
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Condition path: RRDB encoder (ESRGAN) + alignment to the target size
 # --------------------------------------------------------------------------------------------------------------

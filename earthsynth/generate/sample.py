@@ -10,11 +10,13 @@ seed gives the same x_T on every device.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from earthsynth.errors import ConfigError
 from earthsynth.generate.degrade import as_generator
-from earthsynth.generate.model import MetaEarthDenoiser, from_model_range, to_model_range
+from earthsynth.generate.model import MetaEarthDenoiser, from_model_range, image_from_target, to_model_range
 from earthsynth.generate.schedule import ScheduleConfig, ddim_scheduler
 
 
@@ -58,12 +60,15 @@ def sample(model: MetaEarthDenoiser, condition_lr: torch.Tensor, resolution_m, *
     x = _initial(model, cond, gen, initial_noise).to(device)
     was_training = model.training
     model = model.to(device).eval()
+    condition_m = to_model_range(cond.to(device, torch.float32))
+    if model.config.residual:   # x_0 is a scaled residual, not an image: the [-1, 1] clamp does not apply
+        schedule = replace(schedule, clip_sample=False)
     try:
-        x = _ddim_loop(model, x, to_model_range(cond.to(device, torch.float32)), resolution_m, steps=steps,
-                       eta=eta, generator=gen, schedule=schedule, progress=progress)
+        x = _ddim_loop(model, x, condition_m, resolution_m, steps=steps, eta=eta, generator=gen,
+                       schedule=schedule, progress=progress)
     finally:
         model.train(was_training)
-    out = from_model_range(x)
+    out = from_model_range(image_from_target(model.config, x, condition_m))
     return out[0] if unbatched else out
 
 

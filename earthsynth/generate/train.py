@@ -32,7 +32,7 @@ from earthsynth.generate.config import DenoiserConfig, config_from_json, config_
 from earthsynth.generate.data import (REAL_DATASETS, LandscapeSource, TripletDataset, procedural_source,
                                       real_sources, sample_seed)
 from earthsynth.generate.degrade import DegradationConfig
-from earthsynth.generate.model import MetaEarthDenoiser, to_model_range
+from earthsynth.generate.model import MetaEarthDenoiser, diffusion_target, to_model_range
 from earthsynth.generate.schedule import P2_GAMMA, P2_K, ScheduleConfig, ddpm_scheduler, p2_weights
 from earthsynth.io.atomic import atomic_dir, atomic_path, remove_stale_temps
 
@@ -123,9 +123,11 @@ class TrainResult:
 def p2_loss(model, batch: dict, noise: torch.Tensor, timesteps: torch.Tensor, scheduler,
             weights_t: torch.Tensor) -> torch.Tensor:
     """MetaEarth loss: mean_b lambda_t * ||eps - eps_theta(x_t, t, lr, r)||^2 (mean over pixels)."""
-    x0 = to_model_range(batch["hr"])
+    condition_m = to_model_range(batch["lr"])
+    config = getattr(model, "module", model).config     # accelerate may wrap the model (DDP)
+    x0 = diffusion_target(config, to_model_range(batch["hr"]), condition_m)
     x_t = scheduler.add_noise(x0, noise, timesteps)
-    eps = model(x_t, timesteps, to_model_range(batch["lr"]), batch["resolution_m"])
+    eps = model(x_t, timesteps, condition_m, batch["resolution_m"])
     per_image = ((eps.float() - noise) ** 2).mean(dim=(1, 2, 3))
     return (weights_t.to(per_image.device)[timesteps] * per_image).mean()
 
