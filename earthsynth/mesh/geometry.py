@@ -32,7 +32,6 @@ box; within the outer half grid cell the top surface bevels down to them (the is
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -47,23 +46,6 @@ from earthsynth.mesh.isosurface import extract_isosurface
 from earthsynth.mesh.regularizers import RegularizerWeights, annealed_sdf_sign_weight
 from earthsynth.mesh.zsdf import ZMonotonicSDF, ZSDFConfig
 
-
-def _prefer_workqueue_threads() -> None:
-    """Have numba's rasteriser use its 'workqueue' thread pool when nobody has chosen or started one yet.
-
-    With the OpenMP layer (numba's default here) the pool shares torch's libgomp, whose idle workers spin-wait
-    between the small, frequent renders of the optimisation loop and starve torch's thread: steps were measured
-    3-10x slower on 2 cores (OMP_WAIT_POLICY=PASSIVE before torch loads also cures it). The pool is process-wide:
-    this only acts before its first use and never overrides NUMBA_THREADING_LAYER; results do not change."""
-    import numba
-    from numba.np.ufunc import parallel
-
-    if (not getattr(parallel, "_is_initialized", True) and numba.config.THREADING_LAYER == "default"
-            and "NUMBA_THREADING_LAYER" not in os.environ):
-        numba.config.THREADING_LAYER = "workqueue"
-
-
-_prefer_workqueue_threads()
 
 PAPER_SHARPNESS = 80.0        # k of Eq. 5 (B.2), at the paper's 128-sample iso-surface grid
 PAPER_GRID_RESOLUTION = 128   # FlexiCubes 128^3 (B.2)

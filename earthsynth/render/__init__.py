@@ -1,5 +1,11 @@
 """Renderers shared by every pipeline: a CPU triangle rasteriser with differentiable interpolation, and shading."""
 
+from earthsynth.render.threads import prefer_workqueue_threads
+
+prefer_workqueue_threads()   # before any numba kernel starts a thread pool (see threads.py)
+
+# ruff: noqa: E402
+
 from earthsynth.render.mesh import (
     Fragments,
     RenderOutput,

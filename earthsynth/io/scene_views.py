@@ -1,4 +1,4 @@
-"""The scene's satellite views as (pinhole camera, RGB image) pairs for the texture stage."""
+"""The scene's satellite views as (name, pinhole camera, RGB image): what the texture and splat stages fit."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ def view_rgb(scene, name: str) -> np.ndarray:
     return np.round(stretched * 255).astype(np.uint8)
 
 
-def satellite_views(scene) -> list[tuple[object, np.ndarray]]:
-    """(camera, image) of every view, the camera being the pinhole approximation in cameras/<view>.json."""
+def satellite_views(scene) -> list[tuple[str, object, np.ndarray]]:
+    """(name, camera, uint8 image) of every view, the camera being the pinhole approximation in
+    cameras/<view>.json."""
     views = []
     for record in scene.views:
         camera = scene.camera(record.name)
@@ -36,5 +37,5 @@ def satellite_views(scene) -> list[tuple[object, np.ndarray]]:
             raise SceneError(f"view {record.name!r} is {image.shape[1]}x{image.shape[0]} px but its camera is "
                              f"{camera.width}x{camera.height}", path=scene.camera_path(record.name),
                              hint=f"re-run `earthsynth cameras approx {scene.root}`")
-        views.append((camera, image))
+        views.append((record.name, camera, image))
     return views
