@@ -124,6 +124,24 @@ def dsm(
                 height_max=height_max, json_output=json_output, console=console)
 
 
+@app.command("mesh")
+@user_errors
+def mesh(
+    scene: Path = typer.Argument(..., help="scene folder (with cameras/ from `earthsynth cameras approx`)"),
+    out: Path = typer.Option(..., "--out", help="run folder (dsm/, geometry/, texture/, refine/, mesh.glb)"),
+    refiner: str = typer.Option("restorer", help="restorer or none"),
+    iterations: int = typer.Option(2, help="refinement iterations (Orbit to Ground: 2)"),
+    geometry_steps: Optional[int] = typer.Option(None, help="Adam steps per division (default: CPU budget)"),
+    texture_steps: Optional[int] = typer.Option(None, help="texture optimisation steps"),
+    seed: int = typer.Option(0, help="random seed"),
+    json_output: bool = typer.Option(False, "--json", help="print metrics.json on stdout"),
+):
+    """Orbit to Ground: DSM -> Z-monotonic SDF mesh -> texture -> restoration refinement -> textured GLB."""
+    from earthsynth.mesh.cli_mesh import mesh_command
+    mesh_command(scene, out, refiner=refiner, iterations=iterations, geometry_steps=geometry_steps,
+                 texture_steps=texture_steps, seed=seed, json_output=json_output, console=console)
+
+
 @app.command("demo")
 @user_errors
 def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="output folder"),
