@@ -11,3 +11,35 @@ def real_data() -> Path:
     if not REAL.is_dir():
         pytest.fail(f"real test data not found at {REAL}: CI must have ../shared beside the checkout")
     return REAL
+
+
+class HalfwayToGrey:
+    """A deterministic stand-in Refiner with a known effect, for pipeline tests (the shipped refiners have their
+    own tests)."""
+
+    name = "halfway-to-grey"
+
+    def refine(self, images_bhw3, *, seed=0):
+        return images_bhw3 * 0.5 + 0.25
+
+
+@pytest.fixture(scope="session")
+def tiny_scene(tmp_path_factory) -> Path:
+    """An 80 m synthetic scene (4 views of 160 px, truth) with its pinhole cameras: shared by pipeline tests."""
+    from earthsynth.io.scene_cameras import approximate_scene_cameras
+    from earthsynth.world.synth import SynthConfig, synthesize_scene
+
+    root = tmp_path_factory.mktemp("tiny_scene") / "scene"
+    synthesize_scene(SynthConfig(seed=3, size_m=80.0, num_views=4, view_size=160, cars_per_view=2,
+                                 truth_points=40_000, test_view_size=64), root)
+    for _ in approximate_scene_cameras(root):   # a generator: it writes cameras/<view>.json as it goes
+        pass
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_scene_points(tiny_scene, tmp_path_factory) -> Path:
+    """The height-sweep point cloud of `tiny_scene`."""
+    from earthsynth.mesh.mvs import run_mvs
+
+    return run_mvs(tiny_scene, tmp_path_factory.mktemp("tiny_dsm") / "dsm").points_path

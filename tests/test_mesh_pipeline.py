@@ -8,31 +8,9 @@ import pytest
 import torch
 
 from earthsynth.errors import EarthsynthError
-from earthsynth.geo.pinhole import Camera
+from conftest import HalfwayToGrey
 
 pytestmark = pytest.mark.slow
-
-
-class HalfwayToGrey:
-    """A deterministic stand-in refiner with a known effect (the tests of the shipped restorer live elsewhere)."""
-
-    name = "halfway-to-grey"
-
-    def refine(self, images_bhw3, *, seed=0):
-        return images_bhw3 * 0.5 + 0.25
-
-
-@pytest.fixture(scope="module")
-def tiny_scene(tmp_path_factory):
-    from earthsynth.io.scene_cameras import approximate_scene_cameras
-    from earthsynth.world.synth import SynthConfig, synthesize_scene
-
-    root = tmp_path_factory.mktemp("mesh_pipeline") / "scene"
-    synthesize_scene(SynthConfig(seed=3, size_m=80.0, num_views=4, view_size=160, cars_per_view=2,
-                                 truth_points=40_000, test_view_size=64), root)
-    for _ in approximate_scene_cameras(root):   # a generator: it writes cameras/<view>.json as it goes
-        pass
-    return root
 
 
 def tiny_config():

@@ -91,14 +91,15 @@ def depth_prior_step(surface: SurfaceDepth, scene_size_m: float, ground_z: float
 
 def reconstruct(trainer: SplatTrainer, views: list[SatelliteView], config: ReconstructConfig, *,
                 surface: SurfaceDepth | None, scene_size_m: float, ground_z: float, progress: bool = False,
-                checkpoint=None, checkpoint_every: int = 250) -> list[dict]:
-    """Run the satellite stage from `trainer.step` to `config.steps` (resumable: `checkpoint(trainer)` is called
-    every `checkpoint_every` steps). Views are drawn in a seeded order that depends only on the step."""
+                checkpoint=None, checkpoint_every: int = 250, stop_at: int | None = None) -> list[dict]:
+    """Run the satellite stage from `trainer.step` to `config.steps` (or `stop_at`, to stop early; resumable:
+    `checkpoint(trainer)` is called every `checkpoint_every` steps). Views and pseudo-cameras are drawn from
+    seeds that depend only on the step, so stop + resume == one straight run."""
     depth = None
     if config.weights.depth > 0 and surface is not None:
         depth = depth_prior_step(surface, scene_size_m, ground_z, config, config.steps)
     log = []
-    steps = range(trainer.step, config.steps)
+    steps = range(trainer.step, config.steps if stop_at is None else min(stop_at, config.steps))
     if progress:
         from tqdm.auto import tqdm
         steps = tqdm(steps, desc="splats: satellite stage", initial=trainer.step, total=config.steps)

@@ -57,6 +57,7 @@ class SplatTrainer:
     lrs: SplatLRConfig = field(default_factory=SplatLRConfig)
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     step: int = 0
+    display_image_id: int = 0     # whose appearance renders without an image id (before IDU fixes one)
 
     def __post_init__(self):
         self.optimizers = self.model.create_optimizers(self.lrs, scene_scale=self.scene_scale)
@@ -80,6 +81,8 @@ class SplatTrainer:
             bg = torch.cat([bg, torch.zeros(len(cameras), 1, device=bg.device)], dim=1)
         elif render_mode != "RGB":
             bg = None
+        if image_ids is None and self.appearance is not None and not self.appearance.is_fixed:
+            image_ids = [self.display_image_id] * len(cameras)
         return self.model.render(cameras, appearance=self.appearance, image_ids=image_ids, backgrounds_c3=bg,
                                  render_mode=render_mode)
 
