@@ -142,6 +142,26 @@ def mesh(
                  texture_steps=texture_steps, seed=seed, json_output=json_output, console=console)
 
 
+@app.command("splat")
+@user_errors
+def splat(
+    scene: Path = typer.Argument(..., help="scene folder (with cameras/ from `earthsynth cameras approx`)"),
+    out: Path = typer.Option(..., "--out", help="run folder (dsm/, reconstruct/, idu/, splats.ply, flythrough.mp4)"),
+    init: str = typer.Option("points", help="points (the MVS cloud) or mesh (points on --mesh, facades included)"),
+    mesh_path: Optional[Path] = typer.Option(None, "--mesh", help="mesh.glb of `earthsynth mesh` (for --init mesh)"),
+    refiner: str = typer.Option("flowedit", help="flowedit, sdedit, restorer or none (no IDU)"),
+    steps: Optional[int] = typer.Option(None, help="satellite-stage iterations (default: CPU budget)"),
+    episodes: Optional[int] = typer.Option(None, help="IDU episodes (Skyfall-GS: 5)"),
+    episode_steps: Optional[int] = typer.Option(None, help="iterations per IDU episode"),
+    seed: int = typer.Option(0, help="random seed"),
+    json_output: bool = typer.Option(False, "--json", help="print metrics.json on stdout"),
+):
+    """Skyfall-GS: satellite 3DGS + curriculum Iterative Dataset Update -> splats.ply + fly-through video."""
+    from earthsynth.cli_splat import splat_command
+    splat_command(scene, out, init=init, mesh_path=mesh_path, refiner=refiner, steps=steps, episodes=episodes,
+                  episode_steps=episode_steps, seed=seed, json_output=json_output, console=console)
+
+
 @app.command("demo")
 @user_errors
 def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="output folder"),

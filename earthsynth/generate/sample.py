@@ -61,8 +61,10 @@ def sample(model: MetaEarthDenoiser, condition_lr: torch.Tensor, resolution_m, *
     was_training = model.training
     model = model.to(device).eval()
     condition_m = to_model_range(cond.to(device, torch.float32))
-    if model.config.residual:   # x_0 is a scaled residual, not an image: the [-1, 1] clamp does not apply
-        schedule = replace(schedule, clip_sample=False)
+    if model.config.residual:
+        # x_0 is a residual times residual_scale: clamp it where |residual| reaches 1 in model units (half the
+        # image range), which bounds the wild early x_0 estimates as the [-1, 1] clamp does for images
+        schedule = replace(schedule, clip_sample_range=float(model.config.residual_scale))
     try:
         x = _ddim_loop(model, x, condition_m, resolution_m, steps=steps, eta=eta, generator=gen,
                        schedule=schedule, progress=progress)

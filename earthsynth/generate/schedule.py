@@ -23,7 +23,8 @@ class ScheduleConfig:
     num_train_timesteps: int = 1000  # MetaEarth: 1000 diffusion steps in training
     beta_start: float = 0.0015       # MetaEarth: linear schedule minimum
     beta_end: float = 0.0155         # MetaEarth: linear schedule maximum
-    clip_sample: bool = True         # clamp the predicted x0 to the image range [-1, 1] while sampling
+    clip_sample: bool = True         # clamp the predicted x0 to [-clip_sample_range, clip_sample_range] while sampling
+    clip_sample_range: float = 1.0   # the image range [-1, 1]; residual models use their own (sample.py)
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_train_timesteps, int) or self.num_train_timesteps < 2:
@@ -34,7 +35,7 @@ class ScheduleConfig:
     def _common(self) -> dict:
         return dict(num_train_timesteps=self.num_train_timesteps, beta_start=self.beta_start,
                     beta_end=self.beta_end, beta_schedule="linear", prediction_type="epsilon",
-                    clip_sample=self.clip_sample, clip_sample_range=1.0)
+                    clip_sample=self.clip_sample, clip_sample_range=self.clip_sample_range)
 
 
 def ddpm_scheduler(config: ScheduleConfig = ScheduleConfig()) -> DDPMScheduler:
