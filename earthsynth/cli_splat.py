@@ -20,8 +20,10 @@ def load_refiner(name: str, device=None):
     if name == "restorer":
         from earthsynth.refine.restorer import load_default_restorer
         return load_default_restorer(device=device)
-    from earthsynth.refine.flowedit import load_default_refiner
-    return load_default_refiner(name, device=device)
+    from earthsynth.refine.flow_model import load_default_flow_model
+    from earthsynth.refine.flowedit import FlowEditRefiner, SDEditRefiner
+    model = load_default_flow_model(device=device)
+    return FlowEditRefiner(model) if name == "flowedit" else SDEditRefiner(model)
 
 
 def splat_command(scene: Path, out: Path, *, init: str = "points", mesh_path: Path | None = None,
