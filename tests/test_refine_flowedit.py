@@ -266,8 +266,10 @@ def test_shipped_weights_load_and_move_held_out_renders_towards_clean():
     degraded, clean = (torch.from_numpy(a).float() / 255.0 for a in world_pairs(100, 2, 128))
     refined = FlowEditRefiner(model, FlowEditConfig()).refine(degraded, seed=0)
     before, after = image_statistics(degraded, clean, kid=False), image_statistics(refined, clean, kid=False)
-    # RECIPE.md (32 held-out pairs): sharpness ratio to clean SHARP_DEG -> SHARP_FE, PSNR PSNR_DEG -> PSNR_FE dB
+    # RECIPE.md, 32 held-out pairs: sharpness ratio to clean 0.58 -> 0.81, gradient-distribution W1 30 -> 20,
+    # PSNR 24.6 -> 23.9 dB, SSIM 0.75 -> 0.69 (generative texture is not the clean pixels)
     assert abs(1.0 - after["sharpness_ratio"]) < 0.75 * abs(1.0 - before["sharpness_ratio"]), (before, after)
+    assert after["gradient_w1_x1000"] < 0.85 * before["gradient_w1_x1000"], (before, after)
     assert after["psnr"] > before["psnr"] - 3.0 and after["ssim"] > 0.5, (before, after)
 
 
