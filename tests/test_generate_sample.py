@@ -1,5 +1,7 @@
 """DDIM sampling (and the noise schedule it runs on)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -115,3 +117,48 @@ def test_p2_weights():
         p2_weights(k=-1.0)
     with pytest.raises(ConfigError):
         ScheduleConfig(beta_start=0.02, beta_end=0.01)
+
+
+class _ExactZeroResidual(torch.nn.Module):
+    """Wraps a residual model so that its noise prediction is exact for x_0 = 0 (the bicubic up-sampling):
+    eps = x_t / sqrt(1 - abar_t). Records the timesteps it is called at."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.config, self.calls = model, model.config, []
+        self.abar = ddim_scheduler(ScheduleConfig()).alphas_cumprod
+
+    def encode_condition(self, cond):
+        return self.inner.encode_condition(cond)
+
+    def embed_resolution(self, r, b):
+        return self.inner.embed_resolution(r, b)
+
+    def denoise(self, x, t, features, res_emb):
+        self.calls.append(int(t))
+        return x / (1.0 - self.abar[int(t)]).sqrt()
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.6, 0.25])
+def test_strength_runs_the_last_part_of_the_schedule(condition, strength):
+    torch.manual_seed(0)
+    residual = MetaEarthDenoiser(replace(DenoiserConfig.tiny(), residual=True)).eval()
+    exact = _ExactZeroResidual(residual)
+    out = sample(exact, condition, 4.0, steps=8, generator=5, strength=strength)
+    assert len(exact.calls) == 8 and exact.calls == sorted(exact.calls, reverse=True)
+    assert abs(exact.calls[0] - strength * 1000) <= 1000 / 8 * strength + 1   # starts near strength * T
+    assert exact.calls[-1] < 1000 * strength / 8 + 1                             # and ends near t = 0
+    # with an exact noise prediction for x_0 = 0, DDIM lands on the bicubic up-sampling of the condition
+    bicubic = torch.nn.functional.interpolate(condition * 2 - 1, scale_factor=4, mode="bicubic",
+                                              align_corners=False)
+    assert torch.allclose(out, ((bicubic + 1) / 2).clamp(0, 1), atol=1e-4)
+
+
+def test_residual_models_default_to_a_partial_schedule(condition):
+    from earthsynth.generate.sample import RESIDUAL_STRENGTH
+    torch.manual_seed(0)
+    exact = _ExactZeroResidual(MetaEarthDenoiser(replace(DenoiserConfig.tiny(), residual=True)).eval())
+    sample(exact, condition, 4.0, steps=10, generator=0)
+    assert exact.calls[0] == pytest.approx(RESIDUAL_STRENGTH * 1000, abs=60)
+    with pytest.raises(ConfigError, match="strength"):
+        sample(exact, condition, 4.0, steps=4, strength=0.0)

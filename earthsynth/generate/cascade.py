@@ -39,13 +39,15 @@ def upscale(model, condition, condition_m: float, *, seed: int = 0, steps: int =
     window = config.window_px or model.config.sample_size
     out_h, out_w = cond.shape[1] * scale, cond.shape[2] * scale
     if out_h <= window and out_w <= window:
-        return _single_window(model, cond, condition_m / scale, seed=seed, steps=steps, device=device)
+        return _single_window(model, cond, condition_m / scale, seed=seed, steps=steps, device=device,
+                              strength=config.strength)
     chw = generate_array(model, cond, condition_m / scale, seed=seed, config=config, device=device,
                          progress=progress)
     return np.ascontiguousarray(np.moveaxis(chw, 0, -1))
 
 
-def _single_window(model, cond: torch.Tensor, resolution_m: float, *, seed: int, steps: int, device) -> np.ndarray:
+def _single_window(model, cond: torch.Tensor, resolution_m: float, *, seed: int, steps: int, device,
+                   strength: float | None = None) -> np.ndarray:
     """One DDIM run at the condition's own size (reflect-padded to the UNet stride, then cropped)."""
     from earthsynth.generate.sample import sample
     scale, stride = model.config.scale, model.config.stride
@@ -54,7 +56,7 @@ def _single_window(model, cond: torch.Tensor, resolution_m: float, *, seed: int,
     pad_h, pad_w = -h % multiple, -w % multiple
     if pad_h or pad_w:
         cond = torch.from_numpy(np.pad(cond.numpy(), ((0, 0), (0, pad_h), (0, pad_w)), mode="symmetric"))
-    out = sample(model, cond, resolution_m, steps=steps, generator=seed, device=device)
+    out = sample(model, cond, resolution_m, steps=steps, generator=seed, device=device, strength=strength)
     out = out.to("cpu", torch.float32).numpy()[:, : h * scale, : w * scale]
     return to_uint8(np.moveaxis(out, 0, -1))
 

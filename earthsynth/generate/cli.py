@@ -20,6 +20,8 @@ generate_app = typer.Typer(no_args_is_help=True, help="MetaEarth: multi-resoluti
 console = Console(stderr=True)
 
 MODEL_HELP = "model folder (config.json + model.safetensors); default: the shipped weights"
+STRENGTH_HELP = ("fraction of the noise schedule run, from the noised bicubic up-sampling (default: 0.6 for "
+                 "residual models such as the shipped one, 1 = all of it from pure noise)")
 PRESETS = ("shipped", "cpu-default", "tiny")
 
 
@@ -110,6 +112,7 @@ def sample_cmd(
     model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP),
     seed: int = typer.Option(0, help="random seed (same seed -> same bytes)"),
     steps: int = typer.Option(50, help="DDIM steps (MetaEarth: 50)"),
+    strength: Optional[float] = typer.Option(None, help=STRENGTH_HELP),
     device: Optional[str] = typer.Option(None, help="torch device, e.g. cpu"),
 ):
     """Generate one x4 image from a low-resolution condition (one stage)."""
@@ -118,7 +121,9 @@ def sample_cmd(
     from earthsynth.generate.cascade import upscale
     loaded, gsd = _condition(condition, condition_m)
     net = _model(model, device)
-    image = upscale(net, loaded.rgb_hw3, gsd, seed=seed, steps=steps, device=device, progress=True)
+    from earthsynth.generate.tiles import TileConfig
+    image = upscale(net, loaded.rgb_hw3, gsd, seed=seed, steps=steps, device=device, progress=True,
+                    tile=TileConfig(strength=strength))
     scale = net.config.scale
     transform = loaded.transform @ Affine.scale(1.0 / scale) if loaded.transform is not None else None
     _save_image(out, image, transform, loaded.crs)
@@ -135,14 +140,16 @@ def cascade_cmd(
     model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP),
     seed: int = typer.Option(0, help="random seed"),
     steps: int = typer.Option(50, help="DDIM steps per stage"),
+    strength: Optional[float] = typer.Option(None, help=STRENGTH_HELP),
     device: Optional[str] = typer.Option(None, help="torch device"),
 ):
     """Self-cascading generation: stage after stage of x4 super-resolution with resolution guidance."""
     from earthsynth.generate.cascade import cascade
+    from earthsynth.generate.tiles import TileConfig
     from earthsynth.io.atomic import atomic_path
     loaded, gsd = _condition(image, input_m)
     results = cascade(_model(model, device), loaded.rgb_hw3, gsd, stages=stages, seed=seed, steps=steps,
-                      device=device, progress=True)
+                      device=device, progress=True, tile=TileConfig(strength=strength))
     listing = []
     for k, (pixels, m_per_px) in enumerate(results):
         path = out / f"stage_{k}_{m_per_px:g}m.png"
@@ -151,7 +158,8 @@ def cascade_cmd(
                         "height": int(pixels.shape[0])})
         console.print(f"stage {k}: {pixels.shape[1]}x{pixels.shape[0]} px at {m_per_px:g} m/px -> {path}")
     with atomic_path(out / "cascade.json") as tmp:
-        tmp.write_text(json.dumps({"input": str(image), "seed": seed, "steps": steps, "stages": listing}, indent=2))
+        tmp.write_text(json.dumps({"input": str(image), "seed": seed, "steps": steps, "strength": strength,
+                                   "stages": listing}, indent=2))
 
 
 @generate_app.command("tiles")
@@ -168,13 +176,14 @@ def tiles_cmd(
     shared_noise: bool = typer.Option(True, "--shared-noise/--no-shared-noise",
                                       help="same initial noise in every window (MetaEarth)"),
     batch_windows: int = typer.Option(4, help="windows denoised together"),
+    strength: Optional[float] = typer.Option(None, help=STRENGTH_HELP),
     no_resume: bool = typer.Option(False, "--no-resume", help="start over even if a partial run exists"),
     device: Optional[str] = typer.Option(None, help="torch device"),
 ):
     """Unbounded generation: sliding windows streamed into a georeferenced COG (resumable)."""
     from earthsynth.generate.tiles import TileConfig, generate_tiles
     config = TileConfig(window_px=window, overlap=overlap, shared_noise=shared_noise, steps=steps,
-                        batch_windows=batch_windows)
+                        batch_windows=batch_windows, strength=strength)
     result = generate_tiles(_model(model, device), condition, out, condition_m=condition_m, seed=seed,
                             config=config, device=device, resume=not no_resume, progress=True)
     resumed = f", resumed after {result.bands_resumed} finished bands" if result.bands_resumed else ""

@@ -60,12 +60,15 @@ class TileConfig:
     shared_noise: bool = True       # MetaEarth noise constraint: every window starts from the same x_T
     steps: int = 50                 # MetaEarth: DDIM, 50 steps, eta = 0
     batch_windows: int = 4          # windows denoised together (fixed chunks of a row: results are deterministic)
+    strength: float | None = None   # fraction of the schedule run (sample.py); None = the model's default
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_windows"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"TileConfig.{name} must be a positive integer, got {value!r}")
+        if self.strength is not None and not 0.0 < self.strength <= 1.0:
+            raise ConfigError(f"TileConfig.strength must be in (0, 1] or None, got {self.strength!r}")
         if self.window_px is not None and (not isinstance(self.window_px, int) or self.window_px < 1):
             raise ConfigError(f"TileConfig.window_px must be a positive integer or None, got {self.window_px!r}")
 
@@ -170,7 +173,8 @@ def _window_row(model, cond_padded: torch.Tensor, row: int, grid: Grid, config: 
         cols = range(start, min(start + config.batch_windows, grid.cols))
         cond = torch.stack([cond_padded[:, row * cs: row * cs + cw, j * cs: j * cs + cw] for j in cols])
         noise = torch.stack([shared if shared is not None else _window_noise(c, grid, seed, row, j) for j in cols])
-        images = sample(model, cond, resolution_m, steps=config.steps, initial_noise=noise, device=device)
+        images = sample(model, cond, resolution_m, steps=config.steps, initial_noise=noise, device=device,
+                        strength=config.strength)
         images = images.to("cpu", torch.float32).numpy()
         for k, j in enumerate(cols):
             wx = axis_weights(j, grid.cols, grid.window, grid.stride)

@@ -244,7 +244,8 @@ _RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints")
 
 
 def _check_same_run(path: Path, config: TrainConfig) -> None:
-    saved = json.loads((path / "state.json").read_text())["config"]
+    # parsed back into a TrainConfig first: a field added since the run started takes its default on both sides
+    saved = config_to_dict(TrainConfig.from_json(json.dumps(json.loads((path / "state.json").read_text())["config"])))
     now = config_to_dict(config)
     differ = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
     if differ:
