@@ -96,3 +96,16 @@ def test_user_errors_exit_2(model_dir, condition_png, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "default MetaEarth weights are not there yet" in _text(result)
     result = runner.invoke(generate_app, ["train", "--out", str(tmp_path / "r"), "--preset", "huge"])
     assert result.exit_code == 2 and "unknown preset" in _text(result)
+
+
+def test_mosaic_verb(model_dir, condition_png, tmp_path):
+    _ok(runner.invoke(generate_app, ["mosaic", str(condition_png), "--input-m", "64", "--stages", "2", "--crop", "0",
+                                     "--crop", "12", "--out", str(tmp_path / "mos"), "--model", str(model_dir),
+                                     "--steps", "1", "--strength", "0.5", "--preview-px", "20"]))
+    listing = json.loads((tmp_path / "mos" / "mosaic.json").read_text())
+    assert [(s["width"], s["height"], s["m_per_px"]) for s in listing["stages"]] == [(24, 16, 16.0), (48, 48, 4.0)]
+    assert listing["tile"]["strength"] == 0.5 and listing["crops_px"] == [None, 12]
+    assert max(Image.open(tmp_path / "mos" / "stage_2_preview.png").size) == 20
+    bad = runner.invoke(generate_app, ["mosaic", str(condition_png), "--out", str(tmp_path / "x"), "--model",
+                                       str(model_dir)])
+    assert bad.exit_code != 0 and "m/px" in _text(bad)

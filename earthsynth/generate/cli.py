@@ -191,6 +191,38 @@ def tiles_cmd(
                   f"{result.windows} windows{resumed}) in {result.seconds:.1f} s -> {out}")
 
 
+@generate_app.command("mosaic")
+@user_errors
+def mosaic_cmd(
+    image: Path = typer.Argument(..., help="low-resolution map (GeoTIFF with a geotransform, or any RGB picture "
+                                           "with --input-m)"),
+    out: Path = typer.Option(..., "--out", help="folder for stage_<k>.tif (COG), stage_<k>_preview.png, mosaic.json"),
+    input_m: Optional[float] = typer.Option(None, "--input-m", help="m/px of the input (default: geotransform)"),
+    stages: int = typer.Option(2, help="number of x4 stages"),
+    crop: Optional[list[int]] = typer.Option(None, help="per stage: side (px) of the centred window of the "
+                                             "previous stage to refine, 0 = all of it (repeat the option)"),
+    model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP),
+    seed: int = typer.Option(0, help="random seed"),
+    steps: int = typer.Option(50, help="DDIM steps per window"),
+    strength: Optional[float] = typer.Option(None, help=STRENGTH_HELP),
+    window: Optional[int] = typer.Option(None, help="window side in output px (default: the model's)"),
+    batch_windows: int = typer.Option(4, help="windows denoised together"),
+    preview_px: int = typer.Option(1024, help="longest side of the PNG previews"),
+    device: Optional[str] = typer.Option(None, help="torch device"),
+):
+    """Cascaded unbounded mosaic: stage after stage of tiled x4 generation, each streamed to a COG (resumable)."""
+    from earthsynth.generate.mosaic import MosaicConfig, cascade_mosaic
+    from earthsynth.generate.tiles import TileConfig
+    config = MosaicConfig(stages=stages, crops_px=tuple((c or None) for c in (crop or ())),
+                          tile=TileConfig(window_px=window, steps=steps, strength=strength,
+                                          batch_windows=batch_windows), preview_px=preview_px)
+    results = cascade_mosaic(_model(model, device), image, out, condition_m=input_m, seed=seed, config=config,
+                             device=device, progress=True, log=console.print)
+    for s in results:
+        console.print(f"stage {s.stage}: {s.width}x{s.height} px at {s.m_per_px:g} m/px -> {s.path} "
+                      f"(preview {s.preview.name})", highlight=False)
+
+
 @generate_app.command("augment")
 @user_errors
 def augment_cmd(

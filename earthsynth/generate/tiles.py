@@ -274,7 +274,7 @@ class TilesResult:
     seconds: float
 
 
-def _job_key(model, cond: torch.Tensor, resolution_m: float, config: TileConfig, seed: int, transform, crs) -> dict:
+def job_key(model, cond: torch.Tensor, resolution_m: float, config: TileConfig, seed: int, transform, crs) -> dict:
     """What makes two runs the same job: a resume refuses a work folder made by another one."""
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -360,7 +360,7 @@ def generate_tiles(model, condition, out_path: str | Path, *, condition_m: float
     grid = make_grid(model, cond.shape[1], cond.shape[2], config)
     out_path = Path(out_path)
     work = out_path.with_name(out_path.name + ".parts.tmp")
-    _open_work_dir(work, _job_key(model, cond, resolution_m, config, seed, transform, crs), resume)
+    _open_work_dir(work, job_key(model, cond, resolution_m, config, seed, transform, crs), resume)
     done, carry = _finished_bands(work, grid)
     rows_done = min(done, grid.rows)
     with _progress(progress, grid.rows * grid.cols, f"tiles {config.method}") as advance:
