@@ -25,7 +25,7 @@ def _thumbnail(src_tif: Path, dst_png: Path, size: int = 256) -> None:
     pil.save(dst_png)
 
 
-def run_demo(out: str | Path, *, seed: int = 0, log=print) -> Path:
+def run_demo(out: str | Path, *, seed: int = 0, generate: bool = True, log=print) -> Path:
     from earthsynth.io.scene import load_scene
     from earthsynth.io.scene_cameras import approximate_scene_cameras
     from earthsynth.io.scene_import import import_scene
@@ -62,11 +62,31 @@ def run_demo(out: str | Path, *, seed: int = 0, log=print) -> Path:
         sat_pngs.append((view, png))
     metrics = {"rpc_vs_exact_camera_max_px": rpc_px,
                "pinhole_approx": {k: {"max_px": v.max_px, "mean_px": v.mean_px} for k, v in approx.items()}}
+    mosaic = []
+    if generate:
+        from earthsynth.demo_mosaic import run_demo_mosaic
+        log("MetaEarth: cascaded unbounded generation, 64 -> 16 -> 4 m/px...")
+        mosaic = run_demo_mosaic(out, scene, seed=seed, log=log)
+        metrics["mosaic"] = [{"stage": s.stage, "width": s.width, "height": s.height, "m_per_px": s.m_per_px,
+                              "seconds": round(s.seconds, 1)} for s in mosaic]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return write_index(out, scene, sat_pngs, truth_pngs, metrics)
+    return write_index(out, scene, sat_pngs, truth_pngs, metrics, mosaic)
 
 
-def write_index(out: Path, scene, sat_pngs, truth_pngs, metrics) -> Path:
+def _mosaic_section(out: Path, stages) -> str:
+    if not stages:
+        return ""
+    figures = [('mosaic/map_preview.png', "input map, 64 m/px")] + [
+        (f"mosaic/{s.preview.name}", f"stage {s.stage}: {s.width} x {s.height} px at {s.m_per_px:g} m/px "
+                                     f"(<a href='mosaic/{s.path.name}'>COG</a>)") for s in stages]
+    body = "".join(f'<figure><a href="{html.escape(p)}"><img class="big" src="{html.escape(p)}"></a>'
+                   f"<figcaption>{c}</figcaption></figure>" for p, c in figures)
+    return ("<h2>MetaEarth: resolution-guided self-cascading generation</h2><p>Stage 2 refines the centred "
+            "window of stage 1. Every stage: sliding windows with half overlap and shared initial noise, "
+            f"streamed into a georeferenced COG.</p>{body}")
+
+
+def write_index(out: Path, scene, sat_pngs, truth_pngs, metrics, mosaic=()) -> Path:
     rel = lambda p: html.escape(str(Path(p).relative_to(out)))  # noqa: E731
     rows = "".join(
         f"<tr><td>{html.escape(v.name)}</td><td>{v.date or ''}</td><td>{v.sun_elevation or ''}</td>"
@@ -78,13 +98,13 @@ def write_index(out: Path, scene, sat_pngs, truth_pngs, metrics) -> Path:
                     for p in truth_pngs)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>earthsynth demo</title>
 <style>body{{font-family:sans-serif;margin:2em;background:#111;color:#eee}} figure{{display:inline-block;margin:4px}}
-img{{max-width:256px;display:block}} td,th{{padding:2px 10px;text-align:right}}</style></head><body>
+img{{max-width:256px;display:block}} img.big{{max-width:512px}} td,th{{padding:2px 10px;text-align:right}}</style></head><body>
 <h1>earthsynth demo: synthetic scene <code>{html.escape(scene.name)}</code></h1>
 <p>{len(scene.views)} satellite views, GSD {scene.gsd} m, origin {scene.origin['lat']:.5f}, {scene.origin['lon']:.5f}.
 Truth: <code>scene/truth/</code> (DSM, points, mesh). Metrics: <a href="metrics.json">metrics.json</a>.</p>
 <table><tr><th>view</th><th>date</th><th>sun elevation</th><th>RPC vs exact camera, max px</th>
 <th>pinhole approximation, max px</th></tr>{rows}</table>
-<h2>Satellite views</h2>{sat}<h2>Truth low-altitude test views</h2>{truth}</body></html>"""
+<h2>Satellite views</h2>{sat}<h2>Truth low-altitude test views</h2>{truth}{_mosaic_section(out, mosaic)}</body></html>"""
     index = out / "index.html"
     index.write_text(page)
     return index
