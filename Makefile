@@ -4,7 +4,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.earthsynth-installed
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test install bench clean
+VIEWER_MODULES := earthsynth/viewer/node_modules/.package-lock.json
+
+.PHONY: demo test install viewer bench clean
 
 # Creating the venv and installing is skipped when pyproject.toml has not changed since the last install.
 $(STAMP): pyproject.toml
@@ -14,10 +16,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# three.js + the splat renderer of the web viewer, from npm (`npm ci` writes node_modules/.package-lock.json)
+$(VIEWER_MODULES): earthsynth/viewer/package-lock.json
+	npm ci --prefix earthsynth/viewer --no-audit --no-fund --loglevel=error
+
+viewer: $(VIEWER_MODULES)
+
+demo: $(STAMP) $(if $(shell command -v npm),viewer)
 	$(VENV)/bin/earthsynth demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+# the browser tests need the viewer's npm packages; without npm they are skipped (and say so)
+test: $(STAMP) $(if $(shell command -v npm),viewer)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

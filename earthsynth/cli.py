@@ -162,6 +162,28 @@ def splat(
                   episode_steps=episode_steps, seed=seed, json_output=json_output, console=console)
 
 
+@app.command("view")
+@user_errors
+def view(run: Path = typer.Argument(..., help="run folder (splats .ply / meshes .glb inside)"),
+         port: int = typer.Option(8000, help="port on 127.0.0.1 (0: any free port)")):
+    """Serve the web viewer for a run folder on 127.0.0.1 until Ctrl-C."""
+    import time
+
+    from earthsynth.viewer.server import list_viewable_files, serve, viewer_url
+    server, url = serve(run, port=port)
+    console.print(f"viewer: {url}   (Ctrl-C to stop)", highlight=False)
+    for name in list_viewable_files(run):
+        kind = "mesh" if name.lower().endswith(".glb") else "splats"
+        console.print(f"  {viewer_url(url, **{kind: name})}", highlight=False)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
 @app.command("demo")
 @user_errors
 def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="output folder"),

@@ -10,8 +10,13 @@ runner = CliRunner()
 def test_verbs_are_listed():
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for verb in ("scene", "cameras", "render", "dsm", "generate", "demo"):
+    for verb in ("scene", "cameras", "render", "dsm", "mesh", "splat", "generate", "view", "demo"):
         assert verb in res.output
+
+
+def test_view_of_a_missing_run_folder(tmp_path):
+    res = runner.invoke(app, ["view", str(tmp_path / "nope"), "--port", "0"])
+    assert res.exit_code == 2 and "is not a folder" in " ".join(res.output.split()) and "Traceback" not in res.output
 
 
 def test_dsm_on_a_folder_that_is_not_a_scene(tmp_path):

@@ -93,6 +93,11 @@ def test_glb_vertex_colours_and_no_origin(tmp_path):
     mesh, origin = read_glb(write_glb(tmp_path / "c.glb", plain))
     assert origin is None and mesh.texture_hw3 is None
     np.testing.assert_allclose(mesh.vertex_colors_n3, colours, atol=0.5 / 255 + 1e-7)
+    # a matte material: with none, glTF means a rough metal that viewers light black away from the sun
+    from earthsynth.io.mesh import _glb_chunks
+    gltf, _ = _glb_chunks(tmp_path / "c.glb")
+    assert gltf["materials"][0]["pbrMetallicRoughness"]["metallicFactor"] == 0.0
+    assert all(p["material"] == 0 for m in gltf["meshes"] for p in m["primitives"])
 
 
 def test_bad_glb_files_are_input_file_errors(tmp_path):

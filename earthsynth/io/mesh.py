@@ -130,6 +130,14 @@ def write_glb(path, mesh: TexturedMesh, *, origin=None, unlit: bool = True) -> P
         tree["asset"]["extras"] = {"frame": "ENU metres stored as glTF Y-up: (east, up, -north)",
                                    **({"origin": origin_extras} if origin_extras else {})}
         _set_buffer_view_targets(tree)
+        if not tree.get("materials"):
+            # without a material glTF means a rough metal, which viewers light black on faces turned from the
+            # light: vertex-coloured meshes get a matte dielectric one (unlit, as textures, when asked)
+            tree["materials"] = [{"pbrMetallicRoughness": {"metallicFactor": 0.0, "roughnessFactor": 1.0},
+                                  "doubleSided": True}]
+            for gltf_mesh in tree.get("meshes", []):
+                for primitive in gltf_mesh.get("primitives", []):
+                    primitive["material"] = 0
         if unlit and tree.get("materials") and mesh.texture_hw3 is not None:
             for material in tree["materials"]:
                 material.setdefault("extensions", {})["KHR_materials_unlit"] = {}
@@ -229,6 +237,9 @@ def _one_mesh_of(scene: trimesh.Scene, path: Path) -> TexturedMesh:
         if texture is None and isinstance(geometry.visual, trimesh.visual.ColorVisuals) \
                 and geometry.visual.kind == "vertex":
             colors = (np.asarray(geometry.visual.vertex_colors)[:, :3] / 255.0).astype(np.float32)
+        elif texture is None and "color" in getattr(geometry.visual, "vertex_attributes", {}):
+            # COLOR_0 beside a material without a texture (ours since vertex-coloured meshes got a material)
+            colors = (np.asarray(geometry.visual.vertex_attributes["color"])[:, :3] / 255.0).astype(np.float32)
         parts.append(TexturedMesh(vertices, np.asarray(geometry.faces), uvs, texture, colors))
     if len(parts) == 1:
         return parts[0]
