@@ -119,6 +119,8 @@ class DenoiserConfig:
     resolution_frequencies: int = 32        # -> 2 * 32 = 64 sin/cos features
     resolution_min_frequency: float = 0.25  # period 8 ln-units > ln(20 km / 0.1 m): no wrap over any real GSD
     resolution_max_frequency: float = 1000.0  # MetaEarth: a "large number" so small changes of r are felt
+    resolution_guidance: bool = True        # False = the ablation without the resolution branch: the embedding
+                                            # is zeros, so the UNet sees only t (MetaEarth's "w/o sr" rows)
     # what is diffused: the HR image itself (MetaEarth) or, when `residual`, its difference from the bicubic
     # up-sampling of the condition times `residual_scale` (SRDiff-style residual diffusion, not in MetaEarth: the
     # low frequencies then come from the condition by construction, which a CPU-sized training budget needs)
@@ -145,6 +147,8 @@ class DenoiserConfig:
         if not 0 < self.resolution_min_frequency < self.resolution_max_frequency:
             raise ConfigError("need 0 < resolution_min_frequency < resolution_max_frequency, got "
                               f"{self.resolution_min_frequency} and {self.resolution_max_frequency}")
+        if not isinstance(self.resolution_guidance, bool):
+            raise ConfigError(f"resolution_guidance must be true or false, got {self.resolution_guidance!r}")
         if not self.residual_scale > 0:
             raise ConfigError(f"residual_scale must be positive, got {self.residual_scale}")
         if self.sample_size % self.scale or self.sample_size % self.stride:

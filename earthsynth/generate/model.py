@@ -202,7 +202,10 @@ class MetaEarthDenoiser(nn.Module):
 
     def embed_resolution(self, resolution_m, batch: int) -> torch.Tensor:
         device = self.resolution_embedding.frequencies.device
-        return self.resolution_embedding(_as_resolution_batch(resolution_m, batch, device))
+        embedding = self.resolution_embedding(_as_resolution_batch(resolution_m, batch, device))
+        if not self.config.resolution_guidance:   # ablation: module kept so state dicts keep their shape
+            return torch.zeros_like(embedding)
+        return embedding
 
     def denoise(self, noisy_x: torch.Tensor, timesteps, condition_features: torch.Tensor,
                 resolution_embedding: torch.Tensor) -> torch.Tensor:
