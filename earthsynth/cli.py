@@ -188,11 +188,11 @@ def view(run: Path = typer.Argument(..., help="run folder (splats .ply / meshes 
 @user_errors
 def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="output folder"),
          seed: int = typer.Option(0, help="random seed"),
-         generate: bool = typer.Option(True, "--generate/--no-generate",
-                                       help="include the MetaEarth mosaic (the longest part on a CPU)")):
+         reconstruct: bool = typer.Option(True, "--3d/--no-3d", help="include the mesh and splat reconstructions"),
+         generate: bool = typer.Option(True, "--generate/--no-generate", help="include the MetaEarth mosaic")):
     """The main job on the built-in synthetic scene (what `make demo` runs)."""
     from earthsynth.demo import run_demo
-    index = run_demo(out, seed=seed, generate=generate, log=console.print)
+    index = run_demo(out, seed=seed, reconstruct=reconstruct, generate=generate, log=console.print)
     console.print(f"[bold green]demo done[/]: open {index}")
 
 

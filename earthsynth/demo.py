@@ -25,7 +25,7 @@ def _thumbnail(src_tif: Path, dst_png: Path, size: int = 256) -> None:
     pil.save(dst_png)
 
 
-def run_demo(out: str | Path, *, seed: int = 0, generate: bool = True, log=print) -> Path:
+def run_demo(out: str | Path, *, seed: int = 0, reconstruct: bool = True, generate: bool = True, log=print) -> Path:
     from earthsynth.io.scene import load_scene
     from earthsynth.io.scene_cameras import approximate_scene_cameras
     from earthsynth.io.scene_import import import_scene
@@ -62,6 +62,15 @@ def run_demo(out: str | Path, *, seed: int = 0, generate: bool = True, log=print
         sat_pngs.append((view, png))
     metrics = {"rpc_vs_exact_camera_max_px": rpc_px,
                "pinhole_approx": {k: {"max_px": v.max_px, "mean_px": v.mean_px} for k, v in approx.items()}}
+    three_d = {}
+    if reconstruct:
+        from earthsynth.demo_3d import run_demo_mesh, run_demo_splat
+        log("Orbit to Ground: height sweep, Z-monotonic SDF mesh, texture, restoration refinement...")
+        mesh_run = run_demo_mesh(out, scene_dir, seed=seed, log=log)
+        log("Skyfall-GS: satellite 3DGS, then curriculum IDU with FlowEdit...")
+        splat_metrics = run_demo_splat(out, scene_dir, mesh_run.out_dir / "dsm" / "points.ply", seed=seed, log=log)
+        three_d = {"mesh": mesh_run.metrics, "splat": splat_metrics}
+        metrics.update(three_d)
     mosaic = []
     if generate:
         from earthsynth.demo_mosaic import run_demo_mosaic
@@ -70,7 +79,7 @@ def run_demo(out: str | Path, *, seed: int = 0, generate: bool = True, log=print
         metrics["mosaic"] = [{"stage": s.stage, "width": s.width, "height": s.height, "m_per_px": s.m_per_px,
                               "seconds": round(s.seconds, 1)} for s in mosaic]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return write_index(out, scene, sat_pngs, truth_pngs, metrics, mosaic)
+    return write_index(out, scene, sat_pngs, truth_pngs, metrics, mosaic, three_d)
 
 
 def _mosaic_section(out: Path, stages) -> str:
@@ -86,7 +95,26 @@ def _mosaic_section(out: Path, stages) -> str:
             f"streamed into a georeferenced COG.</p>{body}")
 
 
-def write_index(out: Path, scene, sat_pngs, truth_pngs, metrics, mosaic=()) -> Path:
+def _three_d_section(three_d: dict) -> str:
+    if not three_d:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td><code>{html.escape(json.dumps(v))}</code></td></tr>"
+                   for part in ("mesh", "splat") for k, v in _headline(three_d.get(part, {}), part).items())
+    return ("<h2>3D reconstructions</h2><p>Textured mesh: <a href='mesh/mesh.glb'>mesh/mesh.glb</a> (ENU, origin "
+            "in the glTF extras), DSM from the mesh: <a href='mesh/dsm_from_mesh.tif'>mesh/dsm_from_mesh.tif</a>. "
+            "Gaussian splats: <a href='splat/splats.ply'>splat/splats.ply</a>, fly-through: "
+            "<a href='splat/flythrough.mp4'>splat/flythrough.mp4</a>. Browse both with <code>earthsynth view "
+            "OUT</code>. Full numbers: <a href='mesh/metrics.json'>mesh</a>, <a href='splat/metrics.json'>splat"
+            f"</a>.</p><table>{rows}</table>")
+
+
+def _headline(metrics: dict, part: str) -> dict:
+    """The numbers a reader looks for first (everything else stays in the metrics files)."""
+    keep = ("geometry", "appearance", "reconstruct", "idu", "num_gaussians", "seconds")
+    return {f"{part}: {k}": v for k, v in metrics.items() if any(k.startswith(p) for p in keep)}
+
+
+def write_index(out: Path, scene, sat_pngs, truth_pngs, metrics, mosaic=(), three_d=None) -> Path:
     rel = lambda p: html.escape(str(Path(p).relative_to(out)))  # noqa: E731
     rows = "".join(
         f"<tr><td>{html.escape(v.name)}</td><td>{v.date or ''}</td><td>{v.sun_elevation or ''}</td>"
@@ -104,7 +132,7 @@ img{{max-width:256px;display:block}} img.big{{max-width:512px}} td,th{{padding:2
 Truth: <code>scene/truth/</code> (DSM, points, mesh). Metrics: <a href="metrics.json">metrics.json</a>.</p>
 <table><tr><th>view</th><th>date</th><th>sun elevation</th><th>RPC vs exact camera, max px</th>
 <th>pinhole approximation, max px</th></tr>{rows}</table>
-<h2>Satellite views</h2>{sat}<h2>Truth low-altitude test views</h2>{truth}{_mosaic_section(out, mosaic)}</body></html>"""
+<h2>Satellite views</h2>{sat}<h2>Truth low-altitude test views</h2>{truth}{_three_d_section(three_d or {})}{_mosaic_section(out, mosaic)}</body></html>"""
     index = out / "index.html"
     index.write_text(page)
     return index
