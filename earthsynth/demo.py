@@ -90,8 +90,9 @@ def _mosaic_section(out: Path, stages) -> str:
                                      f"(<a href='mosaic/{s.path.name}'>COG</a>)") for s in stages]
     body = "".join(f'<figure><a href="{html.escape(p)}"><img class="big" src="{html.escape(p)}"></a>'
                    f"<figcaption>{c}</figcaption></figure>" for p, c in figures)
-    return ("<h2>MetaEarth: resolution-guided self-cascading generation</h2><p>Stage 2 refines the centred "
-            "window of stage 1. Every stage: sliding windows with half overlap and shared initial noise, "
+    return ("<h2>MetaEarth: resolution-guided self-cascading generation</h2><p>Stage 1 refines the centred "
+            "128 px of the map, stage 2 all of stage 1. Every stage: sliding windows with half overlap and shared "
+            "initial noise, "
             f"streamed into a georeferenced COG.</p>{body}")
 
 

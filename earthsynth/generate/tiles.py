@@ -8,10 +8,13 @@ condition pixels). With `overlap` (MetaEarth: "overlapping of 1/2 window area") 
 pixels, so every window border lies at the centre of its neighbours; without it, every W pixels (naive tiling).
 The condition is reflect-padded so that the windows cover it exactly, and the output is cropped back.
 
-Noise. With `shared_noise` (MetaEarth's noise constraint) every window starts from the SAME x_T. That tensor is
-drawn as one S x S block tiled 2 x 2 (W / 2-periodic), so that the paper's overlap conditions hold too: the
-bottom half of a window's noise equals the top half of the one below it, and likewise left / right, hence two
-windows see identical noise on their whole overlap. Without `shared_noise`, each window draws its own x_T.
+Noise. With `shared_noise` (MetaEarth's noise constraint) windows agree on their initial noise wherever they
+overlap. Two layouts (`noise_layout`): "field" (default) cuts every window's x_T out of one noise field over the
+whole output, made of S x S blocks each seeded by its own block position, so two windows see identical noise on
+their whole overlap and the field never repeats; "periodic" is the paper's letter: every window starts from the
+SAME x_T, one S x S block tiled 2 x 2 (W / 2-periodic), which also satisfies the overlap conditions but repeats
+the noise every S pixels, and a residual model turns it into texture that visibly repeats wherever the condition
+is uniform (deserts, water). Without `shared_noise`, each window draws its own x_T.
 DDIM with eta = 0 then makes the content a function of x_T and the condition only (MetaEarth's injective map).
 
 Blending. Overlapping windows are mixed with a separable raised-cosine weight, w(x) = sin^2(pi (x + 1/2) / W),
@@ -50,14 +53,17 @@ from earthsynth.generate.config import check_finite_positive
 from earthsynth.generate.data import as_unit_rgb, sample_seed
 from earthsynth.io.atomic import atomic_path
 
-_NOISE_SHARED, _NOISE_WINDOW = 11, 12   # seed streams
+_NOISE_SHARED, _NOISE_WINDOW, _NOISE_FIELD = 11, 12, 13   # seed streams
+NOISE_LAYOUTS = ("field", "periodic")
 
 
 @dataclass(frozen=True)
 class TileConfig:
     window_px: int | None = None    # output window side; None = the model's sample_size (MetaEarth: 256 px blocks)
     overlap: bool = True            # MetaEarth: sliding windows overlapping by 1/2 of a window
-    shared_noise: bool = True       # MetaEarth noise constraint: every window starts from the same x_T
+    shared_noise: bool = True       # MetaEarth noise constraint: windows agree on the noise of their overlaps
+    noise_layout: str = "field"     # with shared_noise: "field" (position-seeded blocks) or "periodic" (the paper's
+                                    # same x_T in every window); see the module docstring
     steps: int = 50                 # MetaEarth: DDIM, 50 steps, eta = 0
     batch_windows: int = 4          # windows denoised together (fixed chunks of a row: results are deterministic)
     strength: float | None = None   # fraction of the schedule run (sample.py); None = the model's default
@@ -69,6 +75,8 @@ class TileConfig:
                 raise ConfigError(f"TileConfig.{name} must be a positive integer, got {value!r}")
         if self.strength is not None and not 0.0 < self.strength <= 1.0:
             raise ConfigError(f"TileConfig.strength must be in (0, 1] or None, got {self.strength!r}")
+        if self.noise_layout not in NOISE_LAYOUTS:
+            raise ConfigError(f"TileConfig.noise_layout must be one of {NOISE_LAYOUTS}, got {self.noise_layout!r}")
         if self.window_px is not None and (not isinstance(self.window_px, int) or self.window_px < 1):
             raise ConfigError(f"TileConfig.window_px must be a positive integer or None, got {self.window_px!r}")
 
@@ -145,6 +153,18 @@ def shared_window_noise(channels: int, grid: Grid, seed: int) -> torch.Tensor:
     return block.repeat(1, reps, reps)
 
 
+def field_window_noise(channels: int, grid: Grid, seed: int, row: int, col: int) -> torch.Tensor:
+    """x_T (C, W, W) of window (row, col) cut from the noise field: S x S blocks, each drawn from a seed of its own
+    block position, so neighbouring windows share exactly the blocks of their overlap."""
+    reps = grid.window // grid.stride
+
+    def block(i: int, j: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(sample_seed(seed, _NOISE_FIELD, i, j))
+        return torch.randn((channels, grid.stride, grid.stride), generator=g)
+
+    return torch.cat([torch.cat([block(row + i, col + j) for j in range(reps)], dim=2) for i in range(reps)], dim=1)
+
+
 def _window_noise(channels: int, grid: Grid, seed: int, row: int, col: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(sample_seed(seed, _NOISE_WINDOW, row, col))
     return torch.randn((channels, grid.window, grid.window), generator=g)
@@ -168,11 +188,13 @@ def _window_row(model, cond_padded: torch.Tensor, row: int, grid: Grid, config: 
     cw, cs = grid.window // grid.scale, grid.stride // grid.scale
     strip = np.zeros((c, grid.window, grid.padded_w), dtype=np.float32)
     wy = axis_weights(row, grid.rows, grid.window, grid.stride)
-    shared = shared_window_noise(c, grid, seed) if config.shared_noise else None
+    periodic = config.shared_noise and config.noise_layout == "periodic"
+    shared = shared_window_noise(c, grid, seed) if periodic else None
+    layout = field_window_noise if config.shared_noise else _window_noise
     for start in range(0, grid.cols, config.batch_windows):
         cols = range(start, min(start + config.batch_windows, grid.cols))
         cond = torch.stack([cond_padded[:, row * cs: row * cs + cw, j * cs: j * cs + cw] for j in cols])
-        noise = torch.stack([shared if shared is not None else _window_noise(c, grid, seed, row, j) for j in cols])
+        noise = torch.stack([shared if shared is not None else layout(c, grid, seed, row, j) for j in cols])
         images = sample(model, cond, resolution_m, steps=config.steps, initial_noise=noise, device=device,
                         strength=config.strength)
         images = images.to("cpu", torch.float32).numpy()
