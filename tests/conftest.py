@@ -43,3 +43,14 @@ def tiny_scene_points(tiny_scene, tmp_path_factory) -> Path:
     from earthsynth.mesh.mvs import run_mvs
 
     return run_mvs(tiny_scene, tmp_path_factory.mktemp("tiny_dsm") / "dsm").points_path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (restored after): small models run no faster on more, and the suite shares
+    2 cores. Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

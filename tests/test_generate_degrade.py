@@ -12,12 +12,7 @@ from earthsynth.generate.degrade import (DegradationConfig, DegradationStage, an
                                          jpeg, sinc_kernel)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # timings stay sane on 2 cores
 
 
 def _image(size: int = 48, channels: int = 3) -> torch.Tensor:

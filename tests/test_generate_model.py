@@ -11,13 +11,7 @@ from earthsynth.generate.config import DenoiserConfig
 from earthsynth.generate.model import MetaEarthDenoiser, ResolutionEmbedding
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded (and the test machine is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # timings stay sane on 2 cores
 
 
 @pytest.fixture(scope="module")

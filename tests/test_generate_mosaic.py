@@ -20,12 +20,7 @@ CRS = "EPSG:32633"
 TRANSFORM = Affine(64.0, 0.0, 500_000.0, 0.0, -64.0, 4_000_000.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # timings stay sane on 2 cores
 
 
 @pytest.fixture(scope="module")

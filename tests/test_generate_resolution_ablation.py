@@ -15,12 +15,7 @@ from earthsynth.generate.model import MetaEarthDenoiser
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # timings stay sane on 2 cores
 
 
 def _eps_at(model: MetaEarthDenoiser, resolution_m: float) -> torch.Tensor:

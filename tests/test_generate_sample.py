@@ -13,12 +13,7 @@ from earthsynth.generate.schedule import (ScheduleConfig, alphas_cumprod, ddim_s
                                           p2_weights, snr)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # timings stay sane on 2 cores
 
 
 @pytest.fixture(scope="module")

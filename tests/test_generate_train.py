@@ -22,12 +22,7 @@ from earthsynth.generate.train import DataConfig, TrainConfig, draw_noise, find_
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # timings stay sane on 2 cores
 
 
 def _tiny_config(**changes) -> TrainConfig:

@@ -1,7 +1,6 @@
 """Pinhole / orthographic cameras, ENU frames and the DLT pinhole fit, on closed-form cases."""
 
 import numpy as np
-import pytest
 from rasterio.transform import from_origin
 
 from earthsynth.geo.approx import decompose_projection, dlt_projection, refine_projection

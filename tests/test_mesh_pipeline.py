@@ -1,11 +1,9 @@
 """`earthsynth mesh` end to end on a tiny synthetic scene: every stage folder, the textured GLB, the metrics."""
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from earthsynth.errors import EarthsynthError
 from conftest import HalfwayToGrey
@@ -42,6 +40,7 @@ def test_mesh_pipeline_writes_every_stage(tiny_scene, tmp_path):
     mesh, frame = read_glb(out / "mesh.glb")
     assert frame is not None and mesh.texture_hw3 is not None and mesh.uvs_n2 is not None
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result.metrics))          # the file says what the call returned
     assert set(metrics["seconds"]) == {"dsm", "geometry", "texture", "refine"}
     assert 0.0 <= metrics["geometry"]["points"]["f1"] <= 1.0
     assert np.isfinite(metrics["geometry"]["dsm"]["mae"])

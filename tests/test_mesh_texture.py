@@ -23,9 +23,7 @@ from earthsynth.metrics.image import psnr
 from earthsynth.render.mesh import interpolate, rasterize, render_textured
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # timings stay sane on 2 cores
 
 
 def box_on_plane(half=20.0, step=4.0, box=(10.0, 10.0, 8.0)):

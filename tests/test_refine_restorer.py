@@ -27,12 +27,7 @@ HELD_OUT_SEED, HELD_OUT_SIZE_M, HELD_OUT_PAIRS = 4242, 100.0, 5
 SHIPPED_MIN_GAIN_DB = 1.2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # timings stay sane on 2 cores
 
 
 @pytest.fixture(scope="module")

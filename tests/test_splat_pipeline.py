@@ -1,7 +1,6 @@
 """`earthsynth splat` end to end on a tiny synthetic scene: satellite stage, IDU episodes, exports, metrics."""
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest

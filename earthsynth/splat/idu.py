@@ -8,8 +8,7 @@ appearance embedding and the opacity regulariser off. Schedules are config (spla
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch

@@ -21,9 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from earthsynth.errors import ConfigError, InputFileError
+from earthsynth.errors import InputFileError
 from earthsynth.splat.idu import IDUConfig, run_episode, visible_fraction
 from earthsynth.splat.reconstruct import ReconstructConfig, nadir_index, reconstruct, satellite_training_views
 from earthsynth.splat.trainer import SplatTrainer, scaled_strategy

@@ -14,7 +14,7 @@ import torch
 from earthsynth.errors import ConfigError
 from earthsynth.splat.cameras import PseudoCameraConfig, pseudo_cameras
 from earthsynth.splat.depth_prior import SurfaceDepth, pearson_depth_loss
-from earthsynth.splat.trainer import LossWeights, SplatTrainer, scaled_strategy
+from earthsynth.splat.trainer import LossWeights, SplatTrainer
 
 INIT_SOURCES = ("points", "mesh")
 

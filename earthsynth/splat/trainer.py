@@ -5,13 +5,12 @@ then the strategy's post-backward densification)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from earthsynth.errors import ConfigError, InputFileError
+from earthsynth.errors import InputFileError
 from earthsynth.metrics.image import ssim
 from earthsynth.splat.appearance import AppearanceConfig, AppearanceModel
 from earthsynth.splat.model import GaussianModel, SplatLRConfig, update_means_lr

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from earthsynth.world.noise import fbm_grid, hash_uniform
-from earthsynth.world.primitives import points_in_polygon, rotation_2d
+from earthsynth.world.primitives import points_in_polygon
 
 LANDCOVER_NAMES = ("road", "sidewalk", "grass", "trees", "water", "soil", "plaza", "parking", "building")
 ROAD, SIDEWALK, GRASS, TREES, WATER, SOIL, PLAZA, PARKING, BUILDING = range(len(LANDCOVER_NAMES))

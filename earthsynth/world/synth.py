@@ -14,7 +14,6 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 
 from earthsynth.io.scene import Scene, ViewRecord, save_scene_json, utm_crs_for
 
