@@ -4,6 +4,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real"
+REUNION_ROI_ENU = (-50.0, -50.0, 50.0, 50.0)   # the central 100 m of the s2p test pair (tests/test_mvs.py)
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +55,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def reunion_dsm(real_data, tmp_path_factory):
+    """The s2p test pair, central 100 m x 100 m, 0.5 m grid (s2p's grid): about 10 s. -> (scene, MVSResult)."""
+    from earthsynth.io.scene_import import import_scene
+    from earthsynth.mesh.mvs import MVSConfig, run_mvs
+
+    root = tmp_path_factory.mktemp("reunion")
+    scene = import_scene(real_data / "s2p_pair_reunion", root / "scene", height_range=(2230.0, 2420.0),
+                         log=lambda *_: None)
+    result = run_mvs(scene.root, root / "dsm", MVSConfig(gsd_m=0.5, roi_enu=REUNION_ROI_ENU))
+    return scene, result

@@ -80,18 +80,6 @@ def test_three_views_with_a_pointing_error_are_realigned(tmp_path):
 # ---------------------------------------------------------------------------------------------- real pair
 
 
-@pytest.fixture(scope="module")
-def reunion_dsm(real_data, tmp_path_factory):
-    """The s2p test pair, central 100 m x 100 m, 0.5 m grid (s2p's grid): about 10 s."""
-    from earthsynth.io.scene_import import import_scene
-
-    root = tmp_path_factory.mktemp("reunion")
-    scene = import_scene(real_data / "s2p_pair_reunion", root / "scene", height_range=(2230.0, 2420.0),
-                         log=lambda *_: None)
-    result = run_mvs(scene.root, root / "dsm", MVSConfig(gsd_m=0.5, roi_enu=(-50.0, -50.0, 50.0, 50.0)))
-    return scene, result
-
-
 def test_reunion_pair_matches_the_s2p_dsm(reunion_dsm, real_data):
     """Measured: MAE 0.44 m, RMSE 0.62 m, completeness 0.73 (|error| <= 1 m) / 0.80 (valid), alignment
     -0.22 m. One pixel of parallax is 0.5 m / 0.264 (B/H) = 1.9 m of height, so the 0.8 m bound is 0.4 px;
