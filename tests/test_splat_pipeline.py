@@ -87,3 +87,26 @@ def test_splat_pipeline_bad_inputs(tiny_scene, tmp_path):
     with pytest.raises(EarthsynthError, match="earthsynth mesh"):
         run_splat(tiny_scene, tmp_path / "b", tiny_config(init="mesh"), progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_short_runs_keep_their_gaussians_and_nan_stops_training(tiny_scene, tiny_scene_points):
+    """A 300-step run scaled from the paper's schedule once reset opacities every 50 steps and the entropy term
+    pruned every Gaussian, then trained on NaN; now short runs get no reset, and a bad update stops training."""
+    from earthsynth.errors import ConfigError
+    from earthsynth.io.scene import load_scene
+    from earthsynth.io.scene_views import satellite_views
+    from earthsynth.splat.pipeline import initial_model
+    from earthsynth.splat.reconstruct import satellite_training_views
+    from earthsynth.splat.trainer import MIN_RESET_EVERY, LossWeights, SplatTrainer, scaled_strategy
+
+    assert scaled_strategy(300).reset_every >= MIN_RESET_EVERY > 300
+    assert scaled_strategy(30_000).reset_every == 3_000          # the paper's schedule is untouched
+    config = tiny_config().reconstruct
+    views = satellite_training_views(satellite_views(load_scene(tiny_scene)), config.image_scale)
+    model, _ = initial_model(config, points_path=tiny_scene_points, mesh_path=None)
+    trainer = SplatTrainer.create(model, len(views), scaled_strategy(300), 40.0)
+    trainer.train_step(views[0].camera, views[0].image_hw3, image_id=0, weights=LossWeights())
+    with torch.no_grad():
+        trainer.model.params["scales"][:3] = float("nan")
+    with pytest.raises(ConfigError, match="iteration 1.*not finite|iteration 1.*NaN"):
+        trainer.train_step(views[0].camera, views[0].image_hw3, image_id=0, weights=LossWeights())

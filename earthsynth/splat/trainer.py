@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from earthsynth.errors import InputFileError
+from earthsynth.errors import ConfigError, InputFileError
 from earthsynth.metrics.image import ssim
 from earthsynth.splat.appearance import AppearanceConfig, AppearanceModel
 from earthsynth.splat.model import GaussianModel, SplatLRConfig, update_means_lr
@@ -24,12 +24,20 @@ class LossWeights:
     depth: float = 0.5          # Skyfall-GS lambda_depth (eq. 3); 0 switches it off
 
 
+MIN_RESET_EVERY = 1_000   # iterations a reset needs before the next: see scaled_strategy
+
+
 def scaled_strategy(steps: int, *, seed: int = 0, paper_steps: int = 30_000, **overrides) -> DensifyPruneStrategy:
     """The paper's densification schedule (from 1,000 to 21,000 of 30,000 iterations, every 100, opacity reset
-    every 3,000) scaled to a run of `steps` iterations."""
+    every 3,000) scaled to a run of `steps` iterations.
+
+    Opacity resets are not scaled below MIN_RESET_EVERY: a reset sets every opacity to 2 * prune_opa, and the
+    opacity entropy term (lambda 10) pulls such values down to 0 faster than the colour loss can lift them back,
+    so resets a few dozen iterations apart (a 300-step CPU run scaled from 30,000) prune every Gaussian (seen
+    on the demo scene: 89k Gaussians at step 50, none at step 100). Short runs thus get no reset at all."""
     f = steps / paper_steps
     base = dict(refine_start_iter=max(1, round(1_000 * f)), refine_stop_iter=max(2, round(21_000 * f)),
-                refine_every=max(10, round(100 * f)), reset_every=max(50, round(3_000 * f)), seed=seed)
+                refine_every=max(10, round(100 * f)), reset_every=max(MIN_RESET_EVERY, round(3_000 * f)), seed=seed)
     return DensifyPruneStrategy(**{**base, **overrides})
 
 
@@ -100,12 +108,22 @@ class SplatTrainer:
             if depth is not None:
                 parts["depth"] = weights.depth * depth
         total = sum(parts.values())
+        if not torch.isfinite(total):
+            bad = ", ".join(f"{k} = {float(v.detach())}" for k, v in parts.items())
+            raise ConfigError(f"the loss is not finite at iteration {self.step} ({bad}; {self.model.num} "
+                              "Gaussians): training stopped before the update, the stage's last saved state is kept",
+                              hint="lower the learning rates or the opacity weight, or check the input views")
         total.backward()
         for optimizer in self.optimizers.values():
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         counts = self.strategy.step_post_backward(self.model.params, self.optimizers, self.strategy_state,
                                                   self.step, meta)
+        bad_tensor = next((k for k, v in self.model.params.items() if not torch.isfinite(v).all()), None)
+        if bad_tensor is not None or self.model.num == 0:
+            what = f"the parameter '{bad_tensor}' holds NaN / inf" if bad_tensor else "no Gaussian is left"
+            raise ConfigError(f"after the update of iteration {self.step} {what}: training stopped, the stage's last "
+                              "saved state is kept", hint="lower the learning rates or the pruning thresholds")
         self.step += 1
         return {**{k: float(v.detach()) for k, v in parts.items()}, "total": float(total.detach()), "num": self.model.num,
                 **counts}
