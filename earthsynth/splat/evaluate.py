@@ -16,6 +16,7 @@ from earthsynth.geo.pinhole import Camera
 def view_scores(scene, trainer, *, prefix: str = "oblique") -> dict:
     from earthsynth.geo.pinhole import camera_from_dict
     from earthsynth.metrics.image import psnr, ssim
+    from earthsynth.refine.pairs import SKY_RGB
 
     views_json = scene.truth_path("views")
     if views_json is None or not views_json.is_file():
@@ -26,8 +27,13 @@ def view_scores(scene, trainer, *, prefix: str = "oblique") -> dict:
         if not name.startswith(prefix) or not png.is_file():
             continue
         target = torch.from_numpy(np.asarray(Image.open(png).convert("RGB"), np.float32) / 255.0)
-        colors, _, _ = trainer.render([camera_from_dict(cam)])
-        render = colors[0, ..., :3].clamp(0, 1).cpu()
+        colors, alphas, _ = trainer.render([camera_from_dict(cam)])
+        # the truth views show sky where there is no surface: composite over it, as the mesh scores do (over the
+        # trainer's black background the sky alone cost ~8 dB)
+        uncovered = (1.0 - alphas[0]).cpu()
+        background = torch.tensor(trainer.background, dtype=torch.float32)
+        sky = torch.tensor(SKY_RGB, dtype=torch.float32)
+        render = (colors[0, ..., :3].cpu() + uncovered * (sky - background)).clamp(0, 1)
         scores[name] = {"psnr": float(psnr(render, target)), "ssim": float(ssim(render, target))}
     if not scores:
         return {}
