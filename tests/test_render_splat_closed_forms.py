@@ -177,3 +177,16 @@ def test_auto_backend_on_cpu_is_ours():
     kwargs = _good()
     _, _, meta = rasterize_gaussians(*kwargs.values(), backend="auto")
     assert meta["backend"] == "ours" and meta["width"] == 8 and meta["n_cameras"] == 1 and meta["tile_size"] == 16
+
+
+@pytest.mark.parametrize("pinned,outcome", [("cpu", "ours"), ("gsplat", "CUDA"), ("vulkan", "EARTHSYNTH_SPLAT")])
+def test_backend_env_pins_what_auto_means(monkeypatch, pinned, outcome):
+    monkeypatch.setenv("EARTHSYNTH_SPLAT_BACKEND", pinned)
+    kwargs = _good()
+    if outcome == "ours":
+        assert rasterize_gaussians(*kwargs.values(), backend="auto")[2]["backend"] == "ours"
+    else:   # gsplat on CPU tensors, or a backend that does not exist: one clear error
+        with pytest.raises(ConfigError, match=outcome):
+            rasterize_gaussians(*kwargs.values(), backend="auto")
+    monkeypatch.setenv("EARTHSYNTH_SPLAT_BACKEND", "vulkan")    # an explicit backend ignores the variable
+    assert rasterize_gaussians(*kwargs.values(), backend="cpu")[2]["backend"] == "ours"

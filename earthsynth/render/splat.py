@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 
 import torch
 
@@ -34,6 +35,9 @@ RASTERIZE_MODES = ("classic", "antialiased")
 BACKENDS = ("auto", "torch", "cpu", "gsplat")
 MAX_SH_DEGREE = 3
 PIXEL_CENTRE_SHIFT = 0.5  # earthsynth pixel centre (0, 0) -> gsplat (0.5, 0.5)
+# What backend="auto" means can be pinned for a whole run (training code passes no backend): "cpu" keeps our
+# compositor even on a GPU with gsplat installed (same images as a CPU-only machine), "gsplat" insists on it.
+BACKEND_ENV = "EARTHSYNTH_SPLAT_BACKEND"
 
 
 def rasterize_gaussians(means_n3, quats_n4, scales_n3, opacities_n, colors, viewmats_c44, Ks_c33, width, height, *,
@@ -147,6 +151,11 @@ def _gsplat_available() -> bool:
 
 
 def _choose_backend(backend: str, device: torch.device) -> str:
+    if backend == "auto" and os.environ.get(BACKEND_ENV, "auto") != "auto":
+        backend = os.environ[BACKEND_ENV]
+        if backend not in BACKENDS:
+            raise ConfigError(f"${BACKEND_ENV} must be one of {BACKENDS}, got {backend!r}",
+                              hint=f"unset {BACKEND_ENV} to let earthsynth choose")
     if backend in ("torch", "cpu"):
         return "cpu"
     if backend == "gsplat":
