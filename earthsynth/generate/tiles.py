@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -50,10 +49,12 @@ from affine import Affine
 from earthsynth.errors import ConfigError
 from earthsynth.generate.condition import Condition, load_condition  # noqa: F401 (re-exported)
 from earthsynth.generate.config import check_finite_positive
-from earthsynth.generate.data import as_unit_rgb, sample_seed
+from earthsynth.generate.data import as_unit_rgb
+from earthsynth.generate.tile_grid import (  # the window layout (tests and benchmarks import it from here too)
+    Grid, _window_noise, axis_weights, field_window_noise, make_grid, pad_condition, shared_window_noise,
+)
 from earthsynth.io.atomic import atomic_path
 
-_NOISE_SHARED, _NOISE_WINDOW, _NOISE_FIELD = 11, 12, 13   # seed streams
 NOISE_LAYOUTS = ("field", "periodic")
 
 
@@ -85,99 +86,6 @@ class TileConfig:
         """The ablation name: naive, noise, overlap or overlap+noise."""
         return {(False, False): "naive", (False, True): "noise", (True, False): "overlap",
                 (True, True): "overlap+noise"}[(self.overlap, self.shared_noise)]
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Window layout of one generation, in output pixels."""
-
-    window: int        # W
-    stride: int        # S (W / 2 with overlap, else W)
-    scale: int
-    rows: int          # window rows
-    cols: int          # window columns
-    out_h: int         # wanted output size (condition size x scale)
-    out_w: int
-
-    @property
-    def carry(self) -> int:
-        return self.window - self.stride
-
-    @property
-    def bands(self) -> int:
-        """Bands of `stride` output rows that hold output pixels (the last one may be shorter)."""
-        return math.ceil(self.out_h / self.stride)
-
-    @property
-    def padded_h(self) -> int:
-        return (self.rows - 1) * self.stride + self.window
-
-    @property
-    def padded_w(self) -> int:
-        return (self.cols - 1) * self.stride + self.window
-
-
-def make_grid(model, cond_h: int, cond_w: int, config: TileConfig) -> Grid:
-    mc = model.config
-    window = config.window_px or mc.sample_size
-    step = 2 * mc.scale if config.overlap else mc.scale
-    if window % step or window % mc.stride:
-        raise ConfigError(f"window_px {window} must be a multiple of {step} (scale {mc.scale}"
-                          f"{', halved by the overlap' if config.overlap else ''}) and of the UNet stride "
-                          f"{mc.stride}")
-    stride = window // 2 if config.overlap else window
-    out_h, out_w = cond_h * mc.scale, cond_w * mc.scale
-
-    def count(size: int) -> int:
-        return 1 if size <= window else math.ceil((size - window) / stride) + 1
-    return Grid(window, stride, mc.scale, count(out_h), count(out_w), out_h, out_w)
-
-
-def axis_weights(index: int, count: int, window: int, stride: int) -> np.ndarray:
-    """Blend weight (window,) of window `index` of `count` along one axis (see the module docstring)."""
-    if stride == window or count == 1:
-        return np.ones(window, dtype=np.float32)
-    w = np.sin(np.pi * (np.arange(window) + 0.5) / window) ** 2
-    if index == 0:
-        w[: window // 2] = 1.0
-    if index == count - 1:
-        w[window // 2:] = 1.0
-    return w.astype(np.float32)
-
-
-def shared_window_noise(channels: int, grid: Grid, seed: int) -> torch.Tensor:
-    """The one x_T (C, W, W) of every window: an S x S draw tiled so the overlap conditions hold exactly."""
-    g = torch.Generator().manual_seed(sample_seed(seed, _NOISE_SHARED))
-    block = torch.randn((channels, grid.stride, grid.stride), generator=g)
-    reps = grid.window // grid.stride
-    return block.repeat(1, reps, reps)
-
-
-def field_window_noise(channels: int, grid: Grid, seed: int, row: int, col: int) -> torch.Tensor:
-    """x_T (C, W, W) of window (row, col) cut from the noise field: S x S blocks, each drawn from a seed of its own
-    block position, so neighbouring windows share exactly the blocks of their overlap."""
-    reps = grid.window // grid.stride
-
-    def block(i: int, j: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(sample_seed(seed, _NOISE_FIELD, i, j))
-        return torch.randn((channels, grid.stride, grid.stride), generator=g)
-
-    return torch.cat([torch.cat([block(row + i, col + j) for j in range(reps)], dim=2) for i in range(reps)], dim=1)
-
-
-def _window_noise(channels: int, grid: Grid, seed: int, row: int, col: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(sample_seed(seed, _NOISE_WINDOW, row, col))
-    return torch.randn((channels, grid.window, grid.window), generator=g)
-
-
-def pad_condition(cond_chw: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """Reflect-pad the condition (C, h, w) at the bottom / right so the windows cover it exactly."""
-    pad_h = grid.padded_h // grid.scale - cond_chw.shape[1]
-    pad_w = grid.padded_w // grid.scale - cond_chw.shape[2]
-    if pad_h == 0 and pad_w == 0:
-        return cond_chw
-    arr = np.pad(cond_chw.numpy(), ((0, 0), (0, pad_h), (0, pad_w)), mode="symmetric")
-    return torch.from_numpy(np.ascontiguousarray(arr))
 
 
 def _window_row(model, cond_padded: torch.Tensor, row: int, grid: Grid, config: TileConfig, seed: int,

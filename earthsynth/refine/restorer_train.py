@@ -165,7 +165,7 @@ def evaluate_pairs(net: RestorerNet, degraded_b3hw: torch.Tensor, clean_b3hw: to
 def ema_net(config: RestorerTrainConfig, model: RestorerNet, ema: EMA | None) -> RestorerNet:
     if ema is None:
         return model
-    net = RestorerNet(config.model)
+    net = RestorerNet(config.model).to(next(model.parameters()).device)
     net.load_state_dict(ema.shadow)
     return net
 
@@ -247,9 +247,9 @@ def load_checkpoint(path: Path, model, ema: EMA | None, optimizer) -> tuple[int,
 _RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints")
 
 
-def _setup(config: RestorerTrainConfig, out_dir: Path, resume: bool):
-    torch.manual_seed(config.seed)   # the initial weights
-    model = RestorerNet(config.model)
+def _setup(config: RestorerTrainConfig, out_dir: Path, resume: bool, device: torch.device):
+    torch.manual_seed(config.seed)   # the initial weights (drawn on the CPU: the same on every device)
+    model = RestorerNet(config.model).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=config.adam_betas,
                                   weight_decay=config.weight_decay)
     ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
@@ -266,11 +266,15 @@ def _setup(config: RestorerTrainConfig, out_dir: Path, resume: bool):
         raise ConfigError(f"the run in {out_dir} was trained with a different {', '.join(differ)}",
                           hint="use another run folder for another recipe")
     step, history = load_checkpoint(checkpoint, model, ema, optimizer)
+    if ema is not None:
+        ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     return model, optimizer, ema, step, history
 
 
 def _train_step(config, model, optimizer, random_features, train_set: PairSet, step: int) -> float:
     degraded, clean = train_set.batch(config.seed, step, config.batch_size, config.crop_px, config.augment)
+    device = next(model.parameters()).device     # batches are drawn on the CPU (seeded), trained where the net is
+    degraded, clean = degraded.to(device), clean.to(device)
     for group in optimizer.param_groups:
         group["lr"] = learning_rate_at(config, step)
     model.train()
@@ -286,18 +290,21 @@ def _train_step(config, model, optimizer, random_features, train_set: PairSet, s
 
 
 def train(config: RestorerTrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
-          pairs: tuple[PairSet, PairSet] | None = None) -> TrainResult:
+          pairs: tuple[PairSet, PairSet] | None = None, device=None) -> TrainResult:
     """Train (or, with resume, continue) until `config.steps`; the final EMA net goes to out_dir/model.
 
-    pairs: (train, val) pair sets to use instead of the cache of `config.data` (tests, custom data)."""
+    pairs: (train, val) pair sets to use instead of the cache of `config.data` (tests, custom data).
+    device: where the net trains (default CPU); batches are drawn on the CPU either way, so a run can move
+    between devices at a checkpoint (the numbers then differ in the last bits, not the batches)."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
     out_dir = Path(out_dir)
     remove_stale_temps(out_dir / "checkpoints")   # half-written checkpoints of a killed run
     train_set, val_set = pairs if pairs is not None else build_pair_cache(config.data, out_dir, progress=progress)
-    model, optimizer, ema, step, history = _setup(config, out_dir, resume)
+    model, optimizer, ema, step, history = _setup(config, out_dir, resume, device)
     with atomic_path(out_dir / "config.json") as tmp:
         tmp.write_text(json.dumps(config.to_dict(), indent=1))
-    random_features = RandomFeatureLoss(seed=config.random_feature_seed)
-    val_degraded, val_clean = val_set.all()
+    random_features = RandomFeatureLoss(seed=config.random_feature_seed).to(device)
+    val_degraded, val_clean = (t.to(device) for t in val_set.all())
     losses: list[float] = []
     from tqdm.auto import tqdm
     bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress, mininterval=5.0)
@@ -338,10 +345,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, help="RestorerTrainConfig JSON (default: the shipped recipe)")
     parser.add_argument("--steps", type=int, help="override config.steps")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--device", default=None, help="torch device to train on (default cpu), e.g. cuda")
     args = parser.parse_args(argv)
     try:
         config = _cli_config(args.config, args.steps)
-        result = train(config, args.out, resume=args.resume)
+        result = train(config, args.out, resume=args.resume, device=args.device)
     except EarthsynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
