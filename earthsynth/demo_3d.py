@@ -23,6 +23,9 @@ class Demo3DConfig:
     splat_steps: int = 300           # satellite stage (Skyfall-GS: 30,000 on a GPU)
     idu_episodes: int = 2            # Skyfall-GS: 5
     idu_episode_steps: int = 80      # Skyfall-GS: 10,000 per episode
+    idu_look_at_grid: tuple[int, int] = (2, 2)   # Skyfall-GS: 3 x 3 look-at points ...
+    idu_views_per_point: int = 4     # ... x 6 views (54 views x N_s = 2 FlowEdit runs took ~20 min per episode
+                                     # on the 2 cores; 16 views take a third of that)
     refiner: str = "flowedit"
 
 
@@ -45,7 +48,9 @@ def run_demo_splat(out: Path, scene_dir: Path, points_path: Path, *, seed: int =
 
     splat = SplatPipelineConfig(seed=seed)
     idu = replace(splat.idu, seed=seed, steps_per_episode=config.idu_episode_steps,
-                  curriculum=replace(splat.idu.curriculum, episodes=config.idu_episodes))
+                  curriculum=replace(splat.idu.curriculum, episodes=config.idu_episodes,
+                                     look_at_grid=config.idu_look_at_grid,
+                                     views_per_point=config.idu_views_per_point))
     splat = replace(splat, reconstruct=replace(splat.reconstruct, steps=config.splat_steps, seed=seed), idu=idu)
     return run_splat(scene_dir, out / "splat", splat, points_path=points_path, refiner=load_refiner(config.refiner),
                      progress=True, log=log)

@@ -9,37 +9,15 @@
 #
 # MKL_CBWR=AUTO,STRICT makes MKL's results independent of memory alignment: without it a run resumed in a new
 # process drifts from the uninterrupted one in the last float bits (measured), with it kill -9 + start is exact.
-# RUN_DIR (default runs/restorer_default, gitignored), PYTHON (default .venv/bin/python) and STEPS (default: the
-# recipe's) may be overridden. The recipe is RestorerTrainConfig(); see earthsynth/weights/restorer/RECIPE.md.
+# RUN_DIR (default runs/restorer_default, gitignored), PYTHON (default .venv/bin/python), STEPS (default: the
+# recipe's) and DEVICE (default cpu; the shipped weights: DEVICE=cuda RUN_DIR=runs/restorer_gpu) may be overridden.
+# The recipe is RestorerTrainConfig(); see earthsynth/weights/restorer/RECIPE.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR="${RUN_DIR:-runs/restorer_default}"
-PYTHON="${PYTHON:-.venv/bin/python}"
-PID_FILE="$RUN_DIR/train.pid"
-
-running() { [[ -f "$PID_FILE" ]] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
-
-case "${1:-start}" in
-  start)
-    mkdir -p "$RUN_DIR"
-    if running; then echo "already running (pid $(cat "$PID_FILE"))"; exit 0; fi
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 MKL_CBWR=AUTO,STRICT nohup nice -n 19 "$PYTHON" \
-      -m earthsynth.refine.restorer_train --out "$RUN_DIR" --resume ${STEPS:+--steps "$STEPS"} \
-      >> "$RUN_DIR/train.log" 2>&1 &
-    echo $! > "$PID_FILE"
-    echo "training in the background (pid $!), log: $RUN_DIR/train.log"
-    ;;
-  status)
-    if running; then echo "running (pid $(cat "$PID_FILE"))"; else echo "not running"; fi
-    "$PYTHON" -m earthsynth.refine.restorer_export "$RUN_DIR" --status
-    ;;
-  export)
-    "$PYTHON" -m earthsynth.refine.restorer_export "$RUN_DIR" "${@:2}"
-    ;;
-  stop)
-    if running; then kill "$(cat "$PID_FILE")"; echo "stopped"; else echo "not running"; fi
-    ;;
-  *)
-    echo "usage: $0 [start|status|export|stop]" >&2; exit 2
-    ;;
-esac
+TRAIN_ENV=(NUMBA_NUM_THREADS=1 MKL_CBWR=AUTO,STRICT)
+TRAIN_ARGS=(-m earthsynth.refine.restorer_train --out "$RUN_DIR" --resume ${STEPS:+--steps "$STEPS"} ${DEVICE:+--device "$DEVICE"})
+STATUS_ARGS=(-m earthsynth.refine.restorer_export "$RUN_DIR" --status)
+EXPORT_ARGS=(-m earthsynth.refine.restorer_export "$RUN_DIR")
+source scripts/train_common.sh
+train_dispatch "$@"

@@ -22,9 +22,9 @@ from earthsynth.refine.restorer_train import RestorerTrainConfig, evaluate_pairs
 
 # A world the shipped weights never saw: training used seeds 0-7 and validation 1000 (RestorerTrainConfig()).
 HELD_OUT_SEED, HELD_OUT_SIZE_M, HELD_OUT_PAIRS = 4242, 100.0, 5
-# Measured on these 5 pairs with the shipped weights (RECIPE.md): 23.96 -> 25.66 dB (+1.70 dB), SSIM 0.719 -> 0.784;
-# the test asks for a bit less than that.
-SHIPPED_MIN_GAIN_DB = 1.2
+# Measured on these 5 pairs with the shipped weights (RECIPE.md): 23.96 -> 26.07 dB (+2.11 dB), SSIM 0.719 -> 0.799
+# (the previous, shorter CPU run: +1.70 dB); the test asks for a bit less than the shipped gain.
+SHIPPED_MIN_GAIN_DB = 1.8
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # timings stay sane on 2 cores

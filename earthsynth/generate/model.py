@@ -22,23 +22,18 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 import torch
 from diffusers import UNet2DModel
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
 from earthsynth.errors import ConfigError, InputFileError
 from earthsynth.generate.config import DenoiserConfig
-from earthsynth.io.atomic import atomic_path
+from earthsynth.io.training import WEIGHTS_NAME, cpu_state, read_model_folder, write_model_folder
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 _FORMAT = "earthsynth.MetaEarthDenoiser"
 
 
@@ -239,40 +234,19 @@ class MetaEarthDenoiser(nn.Module):
     # ---------------------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write `config.json` and `model.safetensors` into `directory` (each file written atomically)."""
-        directory = Path(directory)
-        config = {"format": _FORMAT, "denoiser": self.config.to_dict()}
-        with atomic_path(directory / CONFIG_NAME) as tmp:
-            tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp), metadata={"format": _FORMAT})
-            os.chmod(tmp, 0o644)  # safetensors creates owner-only files; weights are meant to be shared
-        return directory
+        return write_model_folder(directory, {"format": _FORMAT, "denoiser": self.config.to_dict()}, cpu_state(self),
+                                  metadata={"format": _FORMAT})
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: torch.device | str | None = None
                         ) -> MetaEarthDenoiser:
         """Load a model written by `save_pretrained` (on `device`, default CPU), in eval mode."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise InputFileError("model file missing", path=path,
-                                     hint="point at a folder written by MetaEarthDenoiser.save_pretrained")
-        try:
-            meta = json.loads(config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputFileError(f"not valid JSON ({exc})", path=config_path) from None
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT or "denoiser" not in meta:
-            raise InputFileError(f"not a {_FORMAT} config", path=config_path,
-                                 hint="point at a folder written by MetaEarthDenoiser.save_pretrained")
+        meta, state = read_model_folder(directory, format_name=_FORMAT, config_key="denoiser",
+                                        missing="model file missing",
+                                        hint="point at a folder written by MetaEarthDenoiser.save_pretrained")
         model = cls(DenoiserConfig.from_dict(meta["denoiser"]))
-        try:
-            state = load_file(str(weights_path), device="cpu")
-        except Exception as exc:  # safetensors raises its own error types for truncated / corrupt files
-            raise InputFileError(f"cannot read the weights ({exc})", path=weights_path) from None
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise InputFileError(f"weights do not match the config: missing {missing[:5]}, "
-                                 f"unexpected {unexpected[:5]}", path=weights_path)
+                                 f"unexpected {unexpected[:5]}", path=Path(directory) / WEIGHTS_NAME)
         return model.to(device or "cpu").eval()

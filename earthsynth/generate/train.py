@@ -20,12 +20,10 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from earthsynth.errors import ConfigError, InputFileError
 from earthsynth.generate.config import DenoiserConfig, config_from_json, config_to_dict, config_to_json
@@ -34,7 +32,8 @@ from earthsynth.generate.data import (REAL_DATASETS, LandscapeSource, TripletDat
 from earthsynth.generate.degrade import DegradationConfig
 from earthsynth.generate.model import MetaEarthDenoiser, diffusion_target, to_model_range
 from earthsynth.generate.schedule import P2_GAMMA, P2_K, ScheduleConfig, ddpm_scheduler, p2_weights
-from earthsynth.io.atomic import atomic_dir, atomic_path, remove_stale_temps
+from earthsynth.io.atomic import atomic_path, remove_stale_temps
+from earthsynth.io.training import EMA, changed_settings, find_checkpoint, read_checkpoint, write_checkpoint
 
 SOURCE_KINDS = ("landscape", "real", "procedural")
 _NOISE_STREAM, _DROPOUT_STREAM = 1, 2
@@ -152,87 +151,18 @@ def build_sources(data: DataConfig) -> list:
 
 
 # -------------------------------------------------------------------------------------------------------------
-# EMA and checkpoints
+# checkpoints (the folder layout, EMA and optimiser files are earthsynth.io.training's)
 # -------------------------------------------------------------------------------------------------------------
 
-class EMA:
-    """Exponential moving average of a model's floating-point state, with the usual warm-up of the decay."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        for k, v in model.state_dict().items():
-            if k in self.shadow:
-                self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
-
-
-def _optimizer_tensors(optimizer) -> tuple[dict, dict]:
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for idx, entry in state["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"{idx}.{key}"] = value.detach().to("cpu").contiguous()
-            else:
-                scalars[f"{idx}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _optimizer_state(tensors: dict, meta: dict) -> dict:
-    state: dict = {}
-    for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
-        idx, key = flat.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
 def save_checkpoint(out_dir: Path, step: int, model, ema: EMA, optimizer, config: TrainConfig) -> Path:
-    ckpt_root = out_dir / "checkpoints"
-    final = ckpt_root / f"step_{step:06d}"
-    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
-    with atomic_dir(final) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                  str(tmp / "model.safetensors"))
-        save_file({k: v.cpu().contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
-        rng = {"scheme": "per-step generators seeded by (seed, step, micro, rank)", "seed": config.seed}
-        (tmp / "state.json").write_text(json.dumps({"step": step, "rng": rng, "config": config_to_dict(config)}))
-    with atomic_path(ckpt_root / "latest") as tmp:
-        tmp.write_text(final.name + "\n")
-    old = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir() and p != final)
-    for path in old[: max(0, len(old) - (config.keep_checkpoints - 1))]:
-        shutil.rmtree(path, ignore_errors=True)
-    return final
-
-
-def find_checkpoint(out_dir: Path) -> Path | None:
-    """The checkpoint `latest` names, else the newest complete step_* folder, else None."""
-    ckpt_root = out_dir / "checkpoints"
-    latest = ckpt_root / "latest"
-    if latest.is_file():
-        named = ckpt_root / latest.read_text().strip()
-        if (named / "state.json").is_file():
-            return named
-    complete = sorted(p for p in ckpt_root.glob("step_*") if (p / "state.json").is_file())
-    return complete[-1] if complete else None
+    rng = {"scheme": "per-step generators seeded by (seed, step, micro, rank)", "seed": config.seed}
+    return write_checkpoint(out_dir, step, keep=config.keep_checkpoints, model=model, ema=ema, optimizer=optimizer,
+                            state={"rng": rng, "config": config_to_dict(config)})
 
 
 def load_checkpoint(path: Path, model, ema: EMA, optimizer) -> int:
-    try:
-        state = json.loads((path / "state.json").read_text())
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
-        ema.shadow = {k: v.to(next(iter(ema.shadow.values())).device)
-                      for k, v in load_file(str(path / "ema.safetensors")).items()}
-        meta = json.loads((path / "optimizer.json").read_text())
-        optimizer.load_state_dict(_optimizer_state(load_file(str(path / "optimizer.safetensors")), meta))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise InputFileError(f"cannot resume from this checkpoint ({exc})", path=path,
-                             hint="delete it (the previous one is used) or train with resume=False") from None
+    state, _ = read_checkpoint(path, model, ema, optimizer,
+                               hint="delete it (the previous one is used) or train with resume=False")
     return int(state["step"])
 
 
@@ -246,8 +176,7 @@ _RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints")
 def _check_same_run(path: Path, config: TrainConfig) -> None:
     # parsed back into a TrainConfig first: a field added since the run started takes its default on both sides
     saved = config_to_dict(TrainConfig.from_json(json.dumps(json.loads((path / "state.json").read_text())["config"])))
-    now = config_to_dict(config)
-    differ = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
+    differ = changed_settings(saved, config_to_dict(config), _RESUMABLE_CHANGES)
     if differ:
         raise ConfigError(f"the run in {path.parent.parent} was trained with a different {', '.join(differ)}",
                           hint="use another out_dir, or resume=False to start this folder over")
@@ -278,7 +207,7 @@ def _setup(config: TrainConfig, out_dir: Path, resume: bool, accelerator):
         _check_same_run(checkpoint, config)
         step = load_checkpoint(checkpoint, model, ema, optimizer)
     model, optimizer = accelerator.prepare(model, optimizer)
-    ema.shadow = {k: v.to(accelerator.device) for k, v in ema.shadow.items()}
+    ema.to(accelerator.device)
     return model, optimizer, ema, step
 
 

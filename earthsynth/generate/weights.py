@@ -13,14 +13,13 @@ from pathlib import Path
 
 import torch
 
-from earthsynth.errors import InputFileError
+from earthsynth.io.training import model_folder_exists, require_model_folder
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "metaearth"
 
 
 def default_weights_available(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> bool:
-    directory = Path(directory)
-    return (directory / "config.json").is_file() and (directory / "model.safetensors").is_file()
+    return model_folder_exists(directory)
 
 
 def default_weights_info(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> dict:
@@ -35,12 +34,11 @@ def default_weights_info(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> dict:
 def load_default_model(device: torch.device | str | None = None, *, directory: str | Path | None = None):
     """The shipped MetaEarth denoiser (float32, eval mode) on `device` (default CPU)."""
     from earthsynth.generate.model import MetaEarthDenoiser
-    directory = Path(directory) if directory is not None else DEFAULT_WEIGHTS_DIR
-    if not default_weights_available(directory):
-        raise InputFileError(
-            "the default MetaEarth weights are not there yet (config.json + model.safetensors)", path=directory,
-            hint="train and export them: scripts/train_metaearth_default.sh start, then "
-                 "scripts/train_metaearth_default.sh export; or pass a model folder (--model) explicitly")
+    directory = require_model_folder(
+        directory if directory is not None else DEFAULT_WEIGHTS_DIR,
+        "the default MetaEarth weights are not there yet (config.json + model.safetensors)",
+        hint="train and export them: scripts/train_metaearth_default.sh start, then "
+             "scripts/train_metaearth_default.sh export; or pass a model folder (--model) explicitly")
     model = MetaEarthDenoiser.from_pretrained(directory, device=device)
     return model.float()
 

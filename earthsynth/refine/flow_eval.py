@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from earthsynth.errors import EarthsynthError
+from earthsynth.io.training import exit_on_user_error
 from earthsynth.refine.flow_model import QualityFlowModel, load_default_flow_model
 from earthsynth.refine.flowedit import FlowEditConfig, FlowEditRefiner, SDEditRefiner
 
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     from dataclasses import replace
 
     from earthsynth.refine.flow_train import FlowTrainConfig, load_validation_pairs
-    try:
+    with exit_on_user_error():
         model = QualityFlowModel.from_pretrained(args.model) if args.model else load_default_flow_model()
         config_path = args.run / "config.json"
         config = FlowTrainConfig.from_dict(json.loads(config_path.read_text())) if config_path.is_file() \
@@ -110,9 +109,6 @@ def main(argv: list[str] | None = None) -> None:
                                        ("guidance", args.guidance)) if v is not None}
         result = evaluate(model, degraded[: args.pairs], clean[: args.pairs],
                           flowedit=replace(FlowEditConfig(), **overrides), sdedit_strength=args.strength)
-    except EarthsynthError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
     print(json.dumps(result))
 
 

@@ -15,23 +15,19 @@ sampling integrates from t = 1 down to t = 0), and the UNet sees the timestep 10
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from diffusers import UNet2DModel
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from earthsynth.errors import ConfigError, InputFileError
-from earthsynth.io.atomic import atomic_path
+from earthsynth.io.training import (WEIGHTS_NAME, cpu_state, model_folder_exists, read_model_folder,
+                                    require_model_folder, write_model_folder)
 
 DEGRADED, CLEAN = 0, 1        # the quality labels (Skyfall-GS: source prompt, target prompt)
 NUM_TRAIN_TIMESTEPS = 1000    # diffusers' FlowMatchEulerDiscreteScheduler: the UNet sees timestep = 1000 t
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 _FORMAT = "earthsynth.QualityFlowModel"
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "flowedit"
 
@@ -145,58 +141,35 @@ class QualityFlowModel(nn.Module):
                         extra: dict | None = None) -> Path:
         """Write `config.json` and `model.safetensors` (tensors cast to `dtype` if given; `extra` is stored
         in config.json, e.g. a "training" entry)."""
-        directory = Path(directory)
         meta = {"format": _FORMAT, "model": self.config.to_dict(), **(extra or {})}
-        with atomic_path(directory / CONFIG_NAME) as tmp:
-            tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
-                 for k, v in self.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp), metadata={"format": _FORMAT})
-            os.chmod(tmp, 0o644)  # safetensors creates owner-only files; weights are meant to be shared
-        return directory
+        return write_model_folder(directory, meta, cpu_state(self, dtype), metadata={"format": _FORMAT})
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: torch.device | str | None = None
                         ) -> QualityFlowModel:
         """Load a folder written by `save_pretrained`: float32, eval mode, on `device` (default CPU)."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise InputFileError("flow model file missing", path=path,
-                                     hint="point at a folder written by QualityFlowModel.save_pretrained")
-        try:
-            meta = json.loads(config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputFileError(f"not valid JSON ({exc})", path=config_path) from None
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT or "model" not in meta:
-            raise InputFileError(f"not a {_FORMAT} config", path=config_path,
-                                 hint="point at a folder written by QualityFlowModel.save_pretrained")
+        meta, state = read_model_folder(directory, format_name=_FORMAT, config_key="model",
+                                        missing="flow model file missing",
+                                        hint="point at a folder written by QualityFlowModel.save_pretrained")
         model = cls(FlowModelConfig.from_dict(meta["model"]))
-        try:
-            state = load_file(str(weights_path), device="cpu")
-        except Exception as exc:  # safetensors raises its own error types for truncated / corrupt files
-            raise InputFileError(f"cannot read the weights ({exc})", path=weights_path) from None
         try:
             model.load_state_dict({k: v.float() for k, v in state.items()})
         except RuntimeError as exc:
-            raise InputFileError(f"weights do not match the config ({str(exc)[:300]})", path=weights_path) from None
+            raise InputFileError(f"weights do not match the config ({str(exc)[:300]})",
+                                 path=Path(directory) / WEIGHTS_NAME) from None
         return model.to(device or "cpu").eval()
 
 
 def default_flow_weights_available(directory: str | Path = DEFAULT_WEIGHTS_DIR) -> bool:
-    directory = Path(directory)
-    return (directory / CONFIG_NAME).is_file() and (directory / WEIGHTS_NAME).is_file()
+    return model_folder_exists(directory)
 
 
 def load_default_flow_model(device: torch.device | str | None = None, *,
                             directory: str | Path | None = None) -> QualityFlowModel:
     """The shipped quality-conditioned flow model (earthsynth/weights/flowedit/, float32, eval mode)."""
-    directory = Path(directory) if directory is not None else DEFAULT_WEIGHTS_DIR
-    if not default_flow_weights_available(directory):
-        raise InputFileError(
-            "the default FlowEdit weights are not there (config.json + model.safetensors)", path=directory,
-            hint="train and export them: scripts/train_flow_refiner.sh start, then "
-                 "scripts/train_flow_refiner.sh export; or load a model folder with QualityFlowModel.from_pretrained")
+    directory = require_model_folder(
+        directory if directory is not None else DEFAULT_WEIGHTS_DIR,
+        "the default FlowEdit weights are not there (config.json + model.safetensors)",
+        hint="train and export them: scripts/train_flow_refiner.sh start, then "
+             "scripts/train_flow_refiner.sh export; or load a model folder with QualityFlowModel.from_pretrained")
     return QualityFlowModel.from_pretrained(directory, device=device)

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from earthsynth.errors import ConfigError, EarthsynthError, InputFileError
+from earthsynth.errors import ConfigError
 from earthsynth.io.atomic import atomic_path, remove_stale_temps
+from earthsynth.io.training import add_run_arguments, exit_on_user_error, read_config_file, require_checkpoint
 from earthsynth.refine import flow_checkpoint as ckpt
 from earthsynth.refine.flow_model import DEFAULT_WEIGHTS_DIR, FlowModelConfig, QualityFlowModel
 
@@ -277,10 +278,7 @@ def export_weights(run_dir: str | Path, out_dir: str | Path | None = None) -> di
     """The EMA weights of the run's newest checkpoint -> `out_dir` (default earthsynth/weights/flowedit) in
     float16, with a "training" entry (step, checkpoint) in config.json."""
     run_dir, out_dir = Path(run_dir), Path(out_dir) if out_dir is not None else DEFAULT_WEIGHTS_DIR
-    checkpoint = ckpt.find(run_dir)
-    if checkpoint is None:
-        raise InputFileError("no complete checkpoint in this run folder yet", path=run_dir / "checkpoints",
-                             hint="let the training run until its first checkpoint, then retry")
+    checkpoint = require_checkpoint(run_dir, "let the training run until its first checkpoint, then retry")
     config, step, model = ckpt.load_ema_model(checkpoint)
     training = {"step": step, "checkpoint": checkpoint.name, "dtype": "float16",
                 "train_world_seeds": list(config.train_world_seeds), "val_world_seed": config.val_world_seed,
@@ -304,15 +302,13 @@ def run_status(run_dir: str | Path, *, window: int = 8) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the quality-conditioned flow model behind FlowEdit.")
-    parser.add_argument("--out", type=Path, required=True, help="run folder")
-    parser.add_argument("--config", type=Path, help="FlowTrainConfig JSON (default: FlowTrainConfig())")
-    parser.add_argument("--steps", type=int, help="override config.steps")
+    add_run_arguments(parser, config_help="FlowTrainConfig JSON (default: FlowTrainConfig())")
     parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     parser.add_argument("--status", action="store_true", help="only report the run's progress")
     parser.add_argument("--export", nargs="?", const="", metavar="DIR",
                         help="export the newest checkpoint's EMA (float16) to DIR (default: shipped weights)")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         if args.status:
             print(json.dumps(run_status(args.out)))
             return
@@ -321,15 +317,10 @@ def main(argv: list[str] | None = None) -> None:
             return
         config = FlowTrainConfig()
         if args.config is not None:
-            if not args.config.is_file():
-                raise InputFileError("no such config file", path=args.config)
-            config = FlowTrainConfig.from_dict(json.loads(args.config.read_text()))
+            config = read_config_file(args.config, FlowTrainConfig.from_dict)
         if args.steps is not None:
             config = replace(config, steps=args.steps)
         result = train(config, args.out, resume=not args.no_resume)
-    except EarthsynthError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
     print(json.dumps({"model_dir": str(result.model_dir), "step": result.step,
                       "last_loss": result.losses[-1] if result.losses else None,
                       "nan": any(math.isnan(v) for v in result.losses)}))

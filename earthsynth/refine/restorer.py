@@ -14,7 +14,6 @@ at zero, so an untrained net is the identity. How the shipped weights were made:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from earthsynth.errors import ConfigError, InputFileError
+from earthsynth.io.training import cpu_state, model_folder_exists, require_model_folder, write_model_folder
 from earthsynth.refine.base import check_images
 
 FORMAT = "earthsynth.RestorerNet"
@@ -151,19 +151,10 @@ class RestorerNet(nn.Module):
     def save_pretrained(self, directory: str | Path, *, dtype: torch.dtype = torch.float32,
                         training: dict | None = None) -> None:
         """config.json + model.safetensors (atomic writes); `training` goes into config.json as provenance."""
-        from safetensors.torch import save_file
-
-        from earthsynth.io.atomic import atomic_path
-        directory = Path(directory)
         meta = {"format": FORMAT, "restorer": self.config.to_dict()}
         if training:
             meta["training"] = training
-        tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(directory / CONFIG_NAME) as tmp:
-            tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-        with atomic_path(directory / WEIGHTS_NAME) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": FORMAT})
-            os.chmod(tmp, 0o644)   # a shipped file, readable by all like the rest of the package
+        write_model_folder(directory, meta, cpu_state(self, dtype), metadata={"format": FORMAT})   # all floating-point
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: torch.device | str | None = None) -> RestorerNet:
@@ -242,15 +233,13 @@ class Restorer:
 
 
 def default_restorer_available(directory: str | Path | None = None) -> bool:
-    directory = Path(directory) if directory is not None else DEFAULT_WEIGHTS_DIR
-    return (directory / CONFIG_NAME).is_file() and (directory / WEIGHTS_NAME).is_file()
+    return model_folder_exists(directory if directory is not None else DEFAULT_WEIGHTS_DIR)
 
 
 def load_default_restorer(device: torch.device | str | None = None, *, max_batch: int = 8) -> Restorer:
     """The shipped restorer (earthsynth/weights/restorer/, float16 on disk, float32 in memory) on `device`."""
-    if not default_restorer_available():
-        raise InputFileError("the default restorer weights are not there (config.json + model.safetensors)",
-                             path=DEFAULT_WEIGHTS_DIR,
-                             hint="train and export them: scripts/train_restorer.sh start, then "
-                                  "scripts/train_restorer.sh export; or load a folder with Restorer.from_dir")
-    return Restorer.from_dir(DEFAULT_WEIGHTS_DIR, device=device, max_batch=max_batch)
+    directory = require_model_folder(
+        DEFAULT_WEIGHTS_DIR, "the default restorer weights are not there (config.json + model.safetensors)",
+        hint="train and export them: scripts/train_restorer.sh start, then "
+             "scripts/train_restorer.sh export; or load a folder with Restorer.from_dir")
+    return Restorer.from_dir(directory, device=device, max_batch=max_batch)

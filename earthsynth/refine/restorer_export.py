@@ -10,20 +10,16 @@ checkpoint, dtype, the validation of that checkpoint). `Restorer.from_dir` casts
 
 from __future__ import annotations
 
-import argparse
 import json
-import re
-import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
 from earthsynth.errors import EarthsynthError, InputFileError
+from earthsynth.io.training import find_checkpoint, logged_losses, loss_progress, require_checkpoint, run_export_cli
 from earthsynth.refine.restorer import DEFAULT_WEIGHTS_DIR, WEIGHTS_NAME, RestorerNet
-from earthsynth.refine.restorer_train import RestorerTrainConfig, find_checkpoint
-
-_LOSS = re.compile(r"(\d+)/\d+ \[[^\]]*loss=([0-9.eE+-]+)")
+from earthsynth.refine.restorer_train import RestorerTrainConfig
 
 
 def export_restorer(run_dir: str | Path, out_dir: str | Path | None = None, *,
@@ -31,10 +27,7 @@ def export_restorer(run_dir: str | Path, out_dir: str | Path | None = None, *,
     """Write the run's latest checkpoint to `out_dir` (default earthsynth/weights/restorer); returns a summary."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else DEFAULT_WEIGHTS_DIR
-    checkpoint = find_checkpoint(run_dir)
-    if checkpoint is None:
-        raise InputFileError("no complete checkpoint in this run folder yet", path=run_dir / "checkpoints",
-                             hint="let the training reach its first checkpoint (see train.log), then retry")
+    checkpoint = require_checkpoint(run_dir, "let the training reach its first checkpoint (see train.log), then retry")
     try:
         state = json.loads((checkpoint / "state.json").read_text())
         config = RestorerTrainConfig.from_dict(state["config"])
@@ -60,34 +53,17 @@ def run_status(run_dir: str | Path, *, window: int = 100) -> dict:
     """Progress of a run: last logged step, mean loss of the first / last `window` logged steps, and the
     validation of every checkpoint (metrics.jsonl)."""
     run_dir = Path(run_dir)
-    losses: dict[int, float] = {}
-    log = run_dir / "train.log"
-    if log.is_file():
-        for match in _LOSS.finditer(log.read_text(errors="replace")):
-            losses[int(match.group(1))] = float(match.group(2))
-    steps = sorted(losses)
-    first, last = steps[:window], steps[-window:]
     metrics = run_dir / "metrics.jsonl"
     history = [json.loads(line) for line in metrics.read_text().splitlines() if line] if metrics.is_file() else []
     checkpoint = find_checkpoint(run_dir)
-    return {"step": steps[-1] if steps else 0,
-            "loss_first": sum(losses[s] for s in first) / len(first) if first else None,
-            "loss_recent": sum(losses[s] for s in last) / len(last) if last else None,
+    return {**loss_progress(logged_losses(run_dir / "train.log"), window),
             "checkpoint": checkpoint.name if checkpoint else None, "validation": history}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Export a restorer run's weights in float16.")
-    parser.add_argument("run_dir", type=Path, help="training run folder (with checkpoints/)")
-    parser.add_argument("--out", type=Path, help="weights folder (default: earthsynth/weights/restorer)")
-    parser.add_argument("--status", action="store_true", help="only report the run's progress")
-    args = parser.parse_args(argv)
-    try:
-        result = run_status(args.run_dir) if args.status else export_restorer(args.run_dir, args.out)
-    except EarthsynthError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    print(json.dumps(result, indent=1 if args.status else None))
+    run_export_cli(argv, description="Export a restorer run's weights in float16.",
+                   out_help="weights folder (default: earthsynth/weights/restorer)",
+                   export=export_restorer, status=run_status, status_indent=1)
 
 
 if __name__ == "__main__":

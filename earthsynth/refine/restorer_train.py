@@ -19,21 +19,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
-import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from earthsynth.errors import ConfigError, EarthsynthError, InputFileError
-from earthsynth.io.atomic import atomic_dir, atomic_path, remove_stale_temps
+from earthsynth.errors import ConfigError
+from earthsynth.io.atomic import atomic_path, remove_stale_temps
+from earthsynth.io.training import (EMA, add_run_arguments, changed_settings, exit_on_user_error, find_checkpoint,
+                                    read_checkpoint, read_config_file, write_checkpoint)
 from earthsynth.refine.restorer import RestorerConfig, RestorerNet
 from earthsynth.refine.restorer_data import AugmentConfig, PairDataConfig, PairSet, build_pair_cache
 from earthsynth.refine.restorer_losses import RandomFeatureLoss, restorer_loss
 
 _SUB_CONFIGS = {"model": RestorerConfig, "data": PairDataConfig, "augment": AugmentConfig}
+_RNG_KEY = "torch_rng_state"   # torch's global RNG state, kept in optimizer.safetensors
 
 
 @dataclass(frozen=True)
@@ -133,18 +133,6 @@ def learning_rate_at(config: RestorerTrainConfig, step: int) -> float:
     return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-class EMA:
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))   # warm-up of the decay: early weights are forgotten fast
-        for k, v in model.state_dict().items():
-            self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
-
-
 # -------------------------------------------------------------------------------------------------------------
 # validation and checkpoints
 # -------------------------------------------------------------------------------------------------------------
@@ -170,73 +158,21 @@ def ema_net(config: RestorerTrainConfig, model: RestorerNet, ema: EMA | None) ->
     return net
 
 
-def _flat_optimizer(optimizer) -> tuple[dict, dict]:
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for idx, entry in state["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{idx}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _unflat_optimizer(tensors: dict, meta: dict) -> dict:
-    state: dict = {}
-    for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
-        idx, key = flat.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
 def save_checkpoint(out_dir: Path, step: int, model, ema: EMA | None, optimizer, config: RestorerTrainConfig,
                     history: list[dict]) -> Path:
-    root = out_dir / "checkpoints"
-    final = root / f"step_{step:06d}"
-    opt_tensors, opt_meta = _flat_optimizer(optimizer)
-    with atomic_dir(final) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                  str(tmp / "model.safetensors"))
-        if ema is not None:
-            save_file({k: v.cpu().contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
-        save_file(opt_tensors | {"torch_rng_state": torch.get_rng_state()}, str(tmp / "optimizer.safetensors"))
-        (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
-        rng = {"scheme": "batches drawn by generators seeded by (seed, step)", "seed": config.seed}
-        (tmp / "state.json").write_text(json.dumps({"step": step, "rng": rng, "config": config.to_dict(),
-                                                    "history": history}, indent=1))
-    with atomic_path(root / "latest") as tmp:
-        tmp.write_text(final.name + "\n")
-    old = sorted(p for p in root.glob("step_*") if p.is_dir() and p != final)
-    for path in old[: max(0, len(old) - (config.keep_checkpoints - 1))]:
-        shutil.rmtree(path, ignore_errors=True)
+    rng = {"scheme": "batches drawn by generators seeded by (seed, step)", "seed": config.seed}
+    final = write_checkpoint(out_dir, step, keep=config.keep_checkpoints, model=model, ema=ema, optimizer=optimizer,
+                             state={"rng": rng, "config": config.to_dict(), "history": history}, state_indent=1,
+                             extra_optimizer_tensors={_RNG_KEY: torch.get_rng_state()})
     with atomic_path(out_dir / "metrics.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
     return final
 
 
-def find_checkpoint(out_dir: str | Path) -> Path | None:
-    """The checkpoint `latest` names, else the newest complete step_* folder, else None."""
-    root = Path(out_dir) / "checkpoints"
-    latest = root / "latest"
-    if latest.is_file() and (root / latest.read_text().strip() / "state.json").is_file():
-        return root / latest.read_text().strip()
-    complete = sorted(p for p in root.glob("step_*") if (p / "state.json").is_file())
-    return complete[-1] if complete else None
-
-
 def load_checkpoint(path: Path, model, ema: EMA | None, optimizer) -> tuple[int, list[dict]]:
-    try:
-        state = json.loads((path / "state.json").read_text())
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
-        if ema is not None:
-            ema.shadow = load_file(str(path / "ema.safetensors"))
-        tensors = load_file(str(path / "optimizer.safetensors"))
-        torch.set_rng_state(tensors.pop("torch_rng_state"))
-        optimizer.load_state_dict(_unflat_optimizer(tensors, json.loads((path / "optimizer.json").read_text())))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise InputFileError(f"cannot resume from this checkpoint ({exc})", path=path,
-                             hint="delete it (the previous one is then used) or start another run folder") from None
+    state, extras = read_checkpoint(path, model, ema, optimizer, extra_optimizer_keys=(_RNG_KEY,),
+                                    hint="delete it (the previous one is then used) or start another run folder")
+    torch.set_rng_state(extras[_RNG_KEY])
     return int(state["step"]), list(state.get("history", []))
 
 
@@ -252,7 +188,8 @@ def _setup(config: RestorerTrainConfig, out_dir: Path, resume: bool, device: tor
     model = RestorerNet(config.model).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=config.adam_betas,
                                   weight_decay=config.weight_decay)
-    ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
+    # the restorer's EMA (and its ema.safetensors) holds the whole state dict, not only its floating-point part
+    ema = EMA(model, config.ema_decay, floating_only=False) if config.ema_decay > 0 else None
     checkpoint = find_checkpoint(out_dir)
     if checkpoint is None:
         return model, optimizer, ema, 0, []
@@ -260,14 +197,11 @@ def _setup(config: RestorerTrainConfig, out_dir: Path, resume: bool, device: tor
         raise ConfigError(f"{out_dir} already holds checkpoints of a run",
                           hint="pass --resume (resume=True) to continue it, or choose another run folder")
     saved = json.loads((checkpoint / "state.json").read_text())["config"]
-    now = config.to_dict()
-    differ = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
+    differ = changed_settings(saved, config.to_dict(), _RESUMABLE_CHANGES)
     if differ:
         raise ConfigError(f"the run in {out_dir} was trained with a different {', '.join(differ)}",
                           hint="use another run folder for another recipe")
-    step, history = load_checkpoint(checkpoint, model, ema, optimizer)
-    if ema is not None:
-        ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
+    step, history = load_checkpoint(checkpoint, model, ema, optimizer)   # the EMA stays on `device`
     return model, optimizer, ema, step, history
 
 
@@ -327,32 +261,19 @@ def train(config: RestorerTrainConfig, out_dir: str | Path, *, resume: bool = Fa
     return TrainResult(model_dir=out_dir / "model", step=step, losses=losses, history=history)
 
 
-def _cli_config(path: Path | None, steps: int | None) -> RestorerTrainConfig:
-    config = RestorerTrainConfig()
-    if path is not None:
-        if not path.is_file():
-            raise InputFileError("no such config file", path=path)
-        try:
-            config = RestorerTrainConfig.from_dict(json.loads(path.read_text()))
-        except ValueError as exc:
-            raise InputFileError(f"not a JSON config ({exc})", path=path) from None
-    return replace(config, steps=steps) if steps is not None else config
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the one-step restorer (Orbit to Ground) on render pairs.")
-    parser.add_argument("--out", type=Path, required=True, help="run folder")
-    parser.add_argument("--config", type=Path, help="RestorerTrainConfig JSON (default: the shipped recipe)")
-    parser.add_argument("--steps", type=int, help="override config.steps")
+    add_run_arguments(parser, config_help="RestorerTrainConfig JSON (default: the shipped recipe)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--device", default=None, help="torch device to train on (default cpu), e.g. cuda")
     args = parser.parse_args(argv)
-    try:
-        config = _cli_config(args.config, args.steps)
+    with exit_on_user_error():
+        config = RestorerTrainConfig()
+        if args.config is not None:
+            config = read_config_file(args.config, RestorerTrainConfig.from_dict)
+        if args.steps is not None:
+            config = replace(config, steps=args.steps)
         result = train(config, args.out, resume=args.resume, device=args.device)
-    except EarthsynthError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
     print(json.dumps({"model_dir": str(result.model_dir), "step": result.step,
                       "validation": result.history[-1] if result.history else None}))
 

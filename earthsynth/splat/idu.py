@@ -57,19 +57,23 @@ def render_views(trainer: SplatTrainer, cameras, *, batch: int = 8) -> torch.Ten
     return torch.cat(chunks)
 
 
-def refine_renders(refiner: Refiner, renders_bhw3: torch.Tensor, config: IDUConfig, episode: int) -> torch.Tensor:
-    """(N_s, B, H, W, 3): each render refined N_s times with seeds that depend on (seed, episode, sample, batch)."""
+def refine_renders(refiner: Refiner, renders_bhw3: torch.Tensor, config: IDUConfig, episode: int, *,
+                   advance=lambda n: None) -> torch.Tensor:
+    """(N_s, B, H, W, 3): each render refined N_s times with seeds that depend on (seed, episode, sample, batch).
+    `advance(n)` is called after every batch of n views (progress)."""
     samples = []
     for s in range(config.samples_per_view):
-        chunks = [refiner.refine(renders_bhw3[i:i + config.refine_batch],
-                                 seed=config.seed * 1_000_003 + episode * 10_007 + s * 101 + i)
-                  for i in range(0, len(renders_bhw3), config.refine_batch)]
+        chunks = []
+        for i in range(0, len(renders_bhw3), config.refine_batch):
+            batch = renders_bhw3[i:i + config.refine_batch]
+            chunks.append(refiner.refine(batch, seed=config.seed * 1_000_003 + episode * 10_007 + s * 101 + i))
+            advance(len(batch))
         samples.append(torch.cat(chunks).clamp(0.0, 1.0))
     return torch.stack(samples)
 
 
 def train_episode(trainer: SplatTrainer, cameras, refined_nbhw3: torch.Tensor, satellite_views, config: IDUConfig,
-                  episode: int) -> list[dict]:
+                  episode: int, *, advance=lambda n: None) -> list[dict]:
     """`steps_per_episode` steps: a refined target with probability `refined_fraction` (a random camera, a random
     one of its N_s samples), else a satellite view; densification for the first `densify_until` of them."""
     start, steps = trainer.step, config.steps_per_episode
@@ -89,17 +93,24 @@ def train_episode(trainer: SplatTrainer, cameras, refined_nbhw3: torch.Tensor, s
         parts = trainer.train_step(camera, target.to(trainer.model.device), image_id=None, weights=config.weights)
         if k % 50 == 0 or k == steps - 1:
             log.append({"step": trainer.step - 1, **parts})
+        advance(1)
     return log
 
 
 def run_episode(trainer: SplatTrainer, refiner: Refiner, satellite_views, config: IDUConfig, episode: int, *,
-                scene_size_m: float, ground_z: float) -> EpisodeResult:
+                scene_size_m: float, ground_z: float, progress: bool = False) -> EpisodeResult:
+    """One episode; with `progress`, one bar per phase (refining the renders is the long one on a CPU)."""
+    from tqdm.auto import tqdm
+
     if trainer.appearance is not None and not trainer.appearance.is_fixed:
         trainer.appearance.fix_embedding(seed=config.seed)   # Skyfall-GS: one random embedding, fixed for IDU
     cameras = episode_cameras(episode, scene_size_m, ground_z, config.curriculum, seed=config.seed)
     renders = render_views(trainer, cameras)
-    refined = refine_renders(refiner, renders, config, episode)
-    log = train_episode(trainer, cameras, refined, satellite_views, config, episode)
+    with tqdm(total=len(cameras) * config.samples_per_view, desc=f"IDU episode {episode}: refine views",
+              unit="view", disable=not progress) as bar:
+        refined = refine_renders(refiner, renders, config, episode, advance=bar.update)
+    with tqdm(total=config.steps_per_episode, desc=f"IDU episode {episode}: train", disable=not progress) as bar:
+        log = train_episode(trainer, cameras, refined, satellite_views, config, episode, advance=bar.update)
     return EpisodeResult(episode, config.curriculum.elevation(episode),
                          config.curriculum.radius(episode, scene_size_m), cameras, renders, refined, log)
 

@@ -160,7 +160,8 @@ def _run_idu(trainer, refiner, views, config, size_m, ground_z, idu_dir: Path, p
             episodes.append(episode_cameras(e, size_m, ground_z, config.idu.curriculum, seed=config.idu.seed))
             log(f"episode {e}: reused ({meta['elevation_deg']:.0f} deg)")
             continue
-        result = run_episode(trainer, refiner, views, config.idu, e, scene_size_m=size_m, ground_z=ground_z)
+        result = run_episode(trainer, refiner, views, config.idu, e, scene_size_m=size_m, ground_z=ground_z,
+                             progress=progress)
         save_episode(folder, trainer, result, _save_splats)
         episodes.append(result.cameras)
         log(f"episode {e}: elevation {result.elevation_deg:.0f} deg, {trainer.model.num} Gaussians")
