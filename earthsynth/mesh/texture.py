@@ -21,6 +21,7 @@ uses gain 1, bias 0.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -30,9 +31,17 @@ import torch
 from earthsynth.errors import ConfigError
 from earthsynth.io.mesh import TexturedMesh
 from earthsynth.mesh.texture_atlas import fill_holes, unwrap_uv
-from earthsynth.mesh.texture_views import (PreparedView, back_project, fit_gain_bias, image_to_float,
-                                           prepare_views, render_view)
+from earthsynth.mesh.texture_views import (
+    PreparedView,
+    back_project,
+    fit_gain_bias,
+    image_to_float,
+    prepare_views,
+    render_view,
+)
 from earthsynth.metrics.image import psnr, ssim
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 __all__ = ["TextureConfig", "TextureResult", "ViewAppearance", "optimize_texture", "unwrap_uv"]
@@ -162,7 +171,7 @@ def _batches(num_views: int, per_step: int, generator: torch.Generator):
             yield order[start:start + per_step]
 
 
-def _optimise(texture, appearance, views, config, progress) -> list[dict]:
+def _optimise(texture, appearance, views, config, progress, lr_schedule: str = "constant") -> list[dict]:
     from tqdm.auto import tqdm
 
     if config.steps == 0:
@@ -171,11 +180,16 @@ def _optimise(texture, appearance, views, config, progress) -> list[dict]:
     if config.appearance and len(views) > 1 and config.appearance_lr > 0:
         groups.append({"params": list(appearance.parameters()), "lr": config.appearance_lr})
     optimiser = torch.optim.Adam(groups)
+    for group in optimiser.param_groups:
+        group["initial_lr"] = group["lr"]
     batches = _batches(len(views), min(config.views_per_step, len(views)),
                        torch.Generator().manual_seed(int(config.seed)))
     log = []
     for step in tqdm(range(config.steps), desc="texture", disable=not progress):
         batch = next(batches)
+        if lr_schedule == "cosine":
+            for group in optimiser.param_groups:
+                group["lr"] = group["initial_lr"] * 0.5 * (1.0 + math.cos(math.pi * step / config.steps))
         gains, biases = appearance.gains_biases()
         optimiser.zero_grad(set_to_none=True)
         parts = [_view_loss(texture, views[k], gains[k], biases[k], config) for k in batch]
@@ -190,10 +204,15 @@ def _optimise(texture, appearance, views, config, progress) -> list[dict]:
 
 
 def optimize_texture(mesh_with_uv: TexturedMesh, views, config: TextureConfig = TextureConfig(), *,
-                     init_texture=None, device=None, progress: bool = True) -> TextureResult:
+                     init_texture=None, device=None, progress: bool = True,
+                     lr_schedule: str = "constant") -> TextureResult:
     """Paint the mesh's UV atlas from `views`, a list of (Camera | OrthoCamera, image (H, W, 3) uint8 or float in
     [0, 1]) pairs. `init_texture` (H, W, 3) replaces the back-projection start (e.g. the current texture in
-    iterative refinement). Returns the mesh with the optimised texture, the per-view appearance and a loss log."""
+    iterative refinement). `lr_schedule`: "constant" or "cosine" (to 0 at the last step; the refinement's re-fits,
+    which start near their optimum). Returns the mesh with the optimised texture, the per-view appearance and a
+    loss log."""
+    if lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
     t0 = time.perf_counter()
     device = torch.device(device) if device is not None else torch.device("cpu")
     height, width = _texture_size(mesh_with_uv, init_texture)
@@ -211,7 +230,7 @@ def optimize_texture(mesh_with_uv: TexturedMesh, views, config: TextureConfig = 
     texture = texture0.detach().clone().requires_grad_(True)
     psnr_init = _mean_psnr(texture.detach(), views_prepared, appearance)
     t_init = time.perf_counter()
-    log = _optimise(texture, appearance, views_prepared, config, progress)
+    log = _optimise(texture, appearance, views_prepared, config, progress, lr_schedule)
     final = texture.detach().clamp(0.0, 1.0)
     gains, biases = (x.detach().cpu().numpy().astype(np.float64) for x in appearance.gains_biases())
     report = {"psnr_init": psnr_init, "psnr_final": _mean_psnr(final, views_prepared, appearance),
