@@ -27,10 +27,10 @@ def test_map_is_centred_on_the_scene_origin(tmp_path):
 @pytest.mark.skipif(not default_weights_available(), reason="shipped MetaEarth weights absent")
 def test_two_stages_with_the_shipped_model(tmp_path):
     scene = SimpleNamespace(crs=CRS, origin=ORIGIN)
-    config = DemoMosaicConfig(map_px=12, stage1_crop_px=8, steps=2, window_px=64)
+    config = DemoMosaicConfig(map_px=12, stage1_crop_px=8, stage2_crop_px=16, steps=2, window_px=64)
     stages = run_demo_mosaic(tmp_path, scene, config=config, log=lambda _: None)
-    assert [(s.width, s.m_per_px) for s in stages] == [(32, 16.0), (128, 4.0)]
+    assert [(s.width, s.m_per_px) for s in stages] == [(32, 16.0), (64, 4.0)]
     final = read_raster(stages[1].path)
-    assert final.data.shape == (3, 128, 128) and final.data.std() > 0
+    assert final.data.shape == (3, 64, 64) and final.data.std() > 0
     listing = json.loads((tmp_path / "mosaic" / "mosaic.json").read_text())
-    assert listing["crops_px"] == [8, None] and (tmp_path / "mosaic" / "map_preview.png").is_file()
+    assert listing["crops_px"] == [8, 16] and (tmp_path / "mosaic" / "map_preview.png").is_file()
