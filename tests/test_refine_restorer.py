@@ -257,3 +257,13 @@ def test_load_default_restorer_names_the_missing_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(module, "DEFAULT_WEIGHTS_DIR", tmp_path / "gone")
     with pytest.raises(EarthsynthError, match="gone"):
         module.load_default_restorer()
+
+
+def test_training_on_a_device_this_machine_lacks_is_one_clear_error(tmp_path, held_out_pairs):
+    config = RestorerTrainConfig.tiny()
+    with pytest.raises(ConfigError, match="device 'no-such-device'"):
+        train(config, tmp_path / "run", progress=False, pairs=(held_out_pairs, held_out_pairs), device="no-such-device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device 'cuda'"):
+            train(config, tmp_path / "run", progress=False, pairs=(held_out_pairs, held_out_pairs), device="cuda")
+    assert not (tmp_path / "run" / "checkpoints").exists()

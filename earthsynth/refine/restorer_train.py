@@ -223,6 +223,20 @@ def _train_step(config, model, optimizer, random_features, train_set: PairSet, s
     return float(loss.detach())
 
 
+def _usable_device(name) -> torch.device:
+    """torch.device(name), checked by allocating on it: a bad name or a missing GPU is one clear error before
+    any pair is loaded, not a torch traceback later."""
+    if name is None:
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError, TypeError) as exc:    # torch raises AssertionError for "no CUDA build"
+        raise ConfigError(f"cannot train on device {name!r} ({str(exc).splitlines()[0]})",
+                          hint="pass --device cpu, or a device this machine has (e.g. cuda with a CUDA torch)") from None
+    return device
+
+
 def train(config: RestorerTrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
           pairs: tuple[PairSet, PairSet] | None = None, device=None) -> TrainResult:
     """Train (or, with resume, continue) until `config.steps`; the final EMA net goes to out_dir/model.
@@ -230,7 +244,7 @@ def train(config: RestorerTrainConfig, out_dir: str | Path, *, resume: bool = Fa
     pairs: (train, val) pair sets to use instead of the cache of `config.data` (tests, custom data).
     device: where the net trains (default CPU); batches are drawn on the CPU either way, so a run can move
     between devices at a checkpoint (the numbers then differ in the last bits, not the batches)."""
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = _usable_device(device)
     out_dir = Path(out_dir)
     remove_stale_temps(out_dir / "checkpoints")   # half-written checkpoints of a killed run
     train_set, val_set = pairs if pairs is not None else build_pair_cache(config.data, out_dir, progress=progress)
