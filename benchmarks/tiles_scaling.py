@@ -1,10 +1,13 @@
 """Benchmark: time and peak memory of unbounded generation (tiles -> COG) against the output size.
 
-One JSON line per size: {"size": n, "seconds": t, "peak_rss_mb": m, "windows", "ddim_steps", "model", ...}.
+One JSON line per size: {"size": n, "seconds": t, "cpu_seconds": c, "peak_rss_mb": m, "windows", "ddim_steps",
+"model", ...}.
 Each size runs in its own subprocess, so `peak_rss_mb` (ru_maxrss of that process) is its own; the condition is a
 procedural-landscape GeoTIFF of n/4 px written beforehand, read by the child as the CLI would. Overlap + shared
 noise, windows of the model's sample size. Memory should stay nearly flat with the size (one band of windows is
-held, plus the condition at 1/16 of the output's pixels); time grows with the number of windows.
+held, plus the condition at 1/16 of the output's pixels); time grows with the number of windows. "cpu_seconds"
+(user + system time of the generation) is the figure to read for linearity on a shared machine, where wall time
+also counts other processes' work.
 
     python benchmarks/tiles_scaling.py                     # 1024, 2048, 4096 px; 2 DDIM steps
     python benchmarks/tiles_scaling.py --quick             # 256, 512, 1024 px; 1 DDIM step (a few minutes)
@@ -24,7 +27,6 @@ import time
 from pathlib import Path
 
 
-
 def child(size: int, steps: int, model_kind: str, workdir: Path) -> None:
     import torch
 
@@ -33,11 +35,16 @@ def child(size: int, steps: int, model_kind: str, workdir: Path) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     model, model_name = load_default_or_tiny(model_kind)
     started = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_started = usage.ru_utime + usage.ru_stime
     result = generate_tiles(model, workdir / f"cond_{size}.tif", workdir / f"out_{size}.tif",
                             config=TileConfig(steps=steps, batch_windows=8), seed=0)
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB on Linux
-    print(json.dumps({"size": size, "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb, 1),
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_seconds = usage.ru_utime + usage.ru_stime - cpu_started
+    peak_mb = usage.ru_maxrss / 1024.0   # KiB on Linux
+    print(json.dumps({"size": size, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
+                      "peak_rss_mb": round(peak_mb, 1),
                       "windows": result.windows, "ddim_steps": steps, "output_mb_uint8": round(3 * size * size / 2**20, 1),
                       "model": model_name}), flush=True)
 

@@ -70,11 +70,11 @@ def _pack(means2d_cn2, conics_cn3, opacities_cn, colors_cnd) -> np.ndarray:
         opac = opacities_cn.detach().to(torch.float64)
         cut = torch.log(opac.clamp_min(1e-30) / kern.ALPHA_THRESHOLD) + kern.SIGMA_SLACK
         a, b, c = conics_cn3.detach().to(torch.float64).unbind(-1)
-        # half extents of {0.5 d^T Q d <= cut}: sqrt(2 cut (Q^-1)_xx), widened by a hair against rounding
+        # half extent in y of {0.5 d^T Q d <= cut}: sqrt(2 cut (Q^-1)_yy) (the kernels add a row of margin)
         det = a * c - b * b
         scale = 2.0 * cut.clamp_min(0.0) / torch.where(det > 0, det, torch.ones_like(det))
-        extents = [torch.sqrt(scale * q.clamp_min(0.0)) * (1 + 1e-9) + 1e-9 for q in (c, a)]
-        parts = [means2d_cn2, conics_cn3, opac, cut] + extents + [colors_cnd]
+        extent_y = torch.sqrt(scale * a.clamp_min(0.0))
+        parts = [means2d_cn2, conics_cn3, opac, cut, extent_y, colors_cnd]
         parts = [p.detach().to(torch.float64).cpu() for p in parts]
         packed = torch.cat([p if p.dim() == 3 else p[..., None] for p in parts], dim=-1)
     return packed.reshape(-1, packed.shape[-1]).numpy()
