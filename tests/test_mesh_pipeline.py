@@ -22,13 +22,13 @@ def tiny_config():
         geometry=GeometryConfig(divisions=(1, 1), heightmap_resolution=64, zsdf_resolution=32, grid_resolution=32,
                                 steps=8),
         texture=TextureConfig(steps=4, views_per_step=2),
-        texel_m=0.5,
+        texel_m=0.5, texture_max_faces=2000,     # below the tiny geometry mesh: the decimation runs
         refinement=RefinementConfig(iterations=1, texture_steps=3,
                                     uav=UAVPathConfig(grid=(1, 1), altitude_m=40.0, size_px=48)))
 
 
 def test_mesh_pipeline_writes_every_stage(tiny_scene, tmp_path):
-    from earthsynth.io.mesh import read_glb
+    from earthsynth.io.mesh import is_watertight, read_glb
     from earthsynth.mesh.pipeline import run_mesh
 
     out = tmp_path / "run"
@@ -39,6 +39,11 @@ def test_mesh_pipeline_writes_every_stage(tiny_scene, tmp_path):
         assert (out / rel).is_file(), rel
     mesh, frame = read_glb(out / "mesh.glb")
     assert frame is not None and mesh.texture_hw3 is not None and mesh.uvs_n2 is not None
+    # the textured mesh is the decimated geometry: fewer faces, still closed, its report in texture.json
+    decimation = json.loads((out / "texture" / "texture.json").read_text())["decimation"]
+    assert decimation["decimated"] and decimation["faces_in"] == read_glb(out / "geometry" / "mesh.glb")[0].num_faces
+    assert mesh.num_faces == decimation["faces_out"] <= 2000 < decimation["faces_in"]
+    assert is_watertight(mesh) and decimation["max_deviation_m"] < 0.5
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(result.metrics))          # the file says what the call returned
     assert set(metrics["seconds"]) == {"dsm", "geometry", "texture", "refine"}
@@ -68,3 +73,5 @@ def test_mesh_pipeline_needs_cameras(tmp_path, tiny_scene):
     assert not (tmp_path / "run" / "dsm").exists()
     with pytest.raises(EarthsynthError):
         MeshPipelineConfig(refiner="magic")
+    with pytest.raises(EarthsynthError, match="texture_max_faces"):
+        MeshPipelineConfig(texture_max_faces=0)
