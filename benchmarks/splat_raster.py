@@ -1,9 +1,9 @@
 """Benchmark: CPU Gaussian-splat rasterisation, forward and backward, ours vs two plain-torch peers.
 
-Ours is earthsynth.render.splat.rasterize_gaussians (numba tiles + analytic backward, projection in torch
-autograd). The peers use our torch projection (so the comparison is about compositing) and torch autograd for the
-backward, with gsplat's per-pixel rules (alpha = min(0.999, o exp(-sigma)), dropped below 1/255, a pixel stops
-before T would fall to 1e-4):
+Ours is earthsynth.render.splat.rasterize_gaussians (on the CPU: numba projection and tiles, analytic backwards).
+The peers are plain PyTorch: our torch-autograd projection (`project_gaussians(..., fused=False)`, the path ours
+takes on other devices) and torch autograd for the backward, with gsplat's per-pixel rules (alpha = min(0.999,
+o exp(-sigma)), dropped below 1/255, a pixel stops before T would fall to 1e-4):
   * "dense" ("dense_reference" in the default rows): every pixel against every Gaussian, sorted by depth, a
     cumulative product down the Gaussian axis; it needs N x pixels memory, so it runs only at small sizes;
   * "sort_scatter": the (pixel, Gaussian) pairs inside each Gaussian's opacity-aware box (the box ours bins by,
@@ -77,11 +77,12 @@ def _intrinsics(size: int) -> torch.Tensor:
 
 
 def _project(means, quats, scales, opacities, colors, viewmats, ks, size, sh_degree):
-    """Our torch projection in gsplat's pixel convention, and RGB [N, 3] (from SH when sh_degree is set)."""
+    """Our torch-autograd projection (`fused=False`: plain PyTorch, and independent of the numba projection ours
+    runs on the CPU) in gsplat's pixel convention, and RGB [N, 3] (from SH when sh_degree is set)."""
     ks = ks.clone()
     ks[:, :2, 2] += 0.5
     proj = project_gaussians(means, quats, scales, opacities, viewmats, ks, size, size, near_plane=0.01,
-                             far_plane=1e10, radius_clip=0.0, eps2d=0.3, antialiased=False)
+                             far_plane=1e10, radius_clip=0.0, eps2d=0.3, antialiased=False, fused=False)
     rgb = colors if sh_degree is None else sh_colors(sh_degree, colors, means, viewmats)[0]
     return proj, rgb
 

@@ -68,7 +68,7 @@ def run_demo(out: str | Path, *, seed: int = 0, reconstruct: bool = True, genera
         log("Orbit to Ground: height sweep, Z-monotonic SDF mesh, texture, restoration refinement...")
         mesh_run = run_demo_mesh(out, scene_dir, seed=seed, log=log)
         log("Skyfall-GS: satellite 3DGS, then curriculum IDU with FlowEdit...")
-        splat_metrics = run_demo_splat(out, scene_dir, mesh_run.out_dir / "dsm" / "points.ply", seed=seed, log=log)
+        splat_metrics = run_demo_splat(out, scene_dir, mesh_run.out_dir, seed=seed, log=log)
         three_d = {"mesh": mesh_run.metrics, "splat": splat_metrics}
         metrics.update(three_d)
     mosaic = []
