@@ -79,3 +79,19 @@ def test_project_gaussians_same_either_way_in_float32(antialiased):
     assert torch.allclose(a.opacities_cn, b.opacities_cn, rtol=1e-5, atol=1e-7)
     assert (a.radii_cn2 - b.radii_cn2).abs().max() <= 1            # integer boxes: a ceil may tip by one
     assert (a.radii_cn2 > 0).all(-1).sum() == (b.radii_cn2 > 0).all(-1).sum()
+
+
+def test_fused_backward_bytes_do_not_depend_on_threads():
+    means, quats, scales, viewmats, ks = _cloud(n=9000, n_cameras=2, seed=4)   # three backward ranges
+    grads = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            leaves = [t.clone().requires_grad_(True) for t in (means, quats, scales, viewmats)]
+            means2d, cov2d, depths = FusedProjection.apply(*leaves, ks[:2], WIDTH, HEIGHT, NEAR)
+            (means2d.sum() + cov2d.square().sum() + depths.sum()).backward()
+            grads.append([leaf.grad.numpy().tobytes() for leaf in leaves])
+    finally:
+        torch.set_num_threads(previous)
+    assert grads[0] == grads[1]

@@ -101,6 +101,20 @@ def _run_tiles(kernel, bins: TileBins, n_threads: int, *args) -> None:
             future.result()
 
 
+def _reduce(ids, grad_isect, n_flat: int, n_threads: int) -> np.ndarray:
+    """Per-Gaussian gradient rows: the intersections' rows summed per flat id, one id range per thread."""
+    out = np.zeros((n_flat, grad_isect.shape[1]))
+    bounds = np.linspace(0, n_flat, max(1, min(n_threads, n_flat)) + 1).astype(np.int64)
+    if bounds.size <= 2:
+        kern.reduce_intersections(ids, grad_isect, 0, n_flat, out)
+        return out
+    with ThreadPoolExecutor(max_workers=bounds.size - 1) as pool:
+        for future in [pool.submit(kern.reduce_intersections, ids, grad_isect, int(lo), int(hi), out)
+                       for lo, hi in zip(bounds[:-1], bounds[1:])]:
+            future.result()
+    return out
+
+
 class CompositeGaussians(torch.autograd.Function):
     """(means2d [C,N,2], conics [C,N,3], colors [C,N,D], opacities [C,N], bins) -> colours [C,H,W,D], alphas
     [C,H,W,1], both without background."""
@@ -129,7 +143,7 @@ class CompositeGaussians(torch.autograd.Function):
         v_alpha_p = v_alphas.detach().to(torch.float64).cpu().reshape(-1).contiguous().numpy()
         grad_isect = np.zeros((bins.n_isects, kern.G_COLOR + n_ch))
         _run_tiles(kern.backward_tiles, bins, n_threads, params, t_p, last_p, v_color_pd, v_alpha_p, grad_isect)
-        grads = kern.reduce_intersections(bins.ids, grad_isect, n_cameras * n)
+        grads = _reduce(bins.ids, grad_isect, n_cameras * n, n_threads)
         grads = torch.from_numpy(grads).reshape(n_cameras, n, kern.G_COLOR + n_ch).to(device=device, dtype=dtype)
         v_means2d, v_conics = grads[..., kern.G_MX:kern.G_MX + 2], grads[..., kern.G_A:kern.G_A + 3]
         return v_means2d, v_conics, grads[..., kern.G_COLOR:], grads[..., kern.G_OPAC], None, None

@@ -266,9 +266,12 @@ def backward_tiles(tile_list, offsets, ids, params_mk, tiles_w, tile_size, width
 
 
 @njit(cache=True, nogil=True)
-def reduce_intersections(ids, grad_isect_jg, n_flat):
-    """Sum the per-intersection gradient rows per Gaussian, in intersection order (deterministic)."""
-    out = np.zeros((n_flat, grad_isect_jg.shape[1]))
+def reduce_intersections(ids, grad_isect_jg, lo, hi, out_mg):
+    """Add the per-intersection gradient rows of the Gaussians with flat ids in [lo, hi) into out_mg (rows
+    lo..hi-1), in intersection order: ranges are independent, so threads can take them, and every sum runs in
+    the same order whatever the split (deterministic)."""
     for j in range(ids.size):
-        out[ids[j], :] += grad_isect_jg[j, :]
-    return out
+        f = ids[j]
+        if lo <= f < hi:
+            for k in range(grad_isect_jg.shape[1]):
+                out_mg[f, k] += grad_isect_jg[j, k]

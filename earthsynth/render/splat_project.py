@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,7 @@ from earthsynth.render import splat_project_kernel as proj_kern
 ALPHA_THRESHOLD = 1.0 / 255.0
 MAX_EXTEND = 3.33  # gsplat: sqrt(2 ln 255), the box of a fully opaque Gaussian
 FOV_CLAMP = 0.3  # gsplat persp_proj: x/z clamped to the image +- 0.3 tan(fov/2), i.e. 1.3x the field of view
+BACKWARD_CHUNK = 4096  # Gaussians per task of the fused projection's backward (threads share the tasks)
 
 
 @dataclass
@@ -179,10 +182,26 @@ class FusedProjection(torch.autograd.Function):
         upstream = [np.zeros(shape) if v is None else _numpy64(v)
                     for v, shape in ((v_means2d, (n_cameras, n, 2)), (v_cov2d, (n_cameras, n, 3)),
                                      (v_depths, (n_cameras, n)))]
-        grads = [np.zeros_like(a) for a in arrays]
-        proj_kern.project_backward(*arrays, cams, near_plane, *upstream, *grads)
+        v_means, v_quats, v_scales = (np.zeros_like(a) for a in arrays[:3])
+        # fixed ranges of Gaussians (not one per thread), each with its own viewmat gradient, summed in range
+        # order: the bytes do not depend on the number of threads
+        ranges = [(a, min(a + BACKWARD_CHUNK, n)) for a in range(0, n, BACKWARD_CHUNK)] or [(0, 0)]
+        v_views = np.zeros((len(ranges),) + arrays[3].shape)
+
+        def run(k):
+            proj_kern.project_backward(*ranges[k], *arrays, cams, near_plane, *upstream, v_means, v_quats, v_scales,
+                                       v_views[k])
+
+        threads = min(torch.get_num_threads(), len(ranges))
+        if threads > 1:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                list(pool.map(run, range(len(ranges))))
+        else:
+            for k in range(len(ranges)):
+                run(k)
         like = v_depths if v_depths is not None else (v_cov2d if v_cov2d is not None else v_means2d)
-        out = [torch.from_numpy(g).to(dtype=like.dtype, device=like.device) for g in grads]
+        out = [torch.from_numpy(g).to(dtype=like.dtype, device=like.device)
+               for g in (v_means, v_quats, v_scales, v_views.sum(axis=0))]
         return (*out, None, None, None, None)
 
 

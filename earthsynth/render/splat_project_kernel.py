@@ -114,17 +114,18 @@ def project_forward(means_n3, quats_n4, scales_n3, viewmats_c44, cams_c8, near_p
 
 
 @njit(cache=True, nogil=True)
-def project_backward(means_n3, quats_n4, scales_n3, viewmats_c44, cams_c8, near_plane, v_means2d_cn2, v_cov2d_cn3,
-                     v_depths_cn, v_means_n3, v_quats_n4, v_scales_n3, v_viewmats_c44):
-    """Accumulate the gradients of sum(v_means2d * means2d) + sum(v_cov2d * cov2d) + sum(v_depths * depths) into
-    the (zero-initialised) v_means, v_quats, v_scales and v_viewmats (rows 0-2)."""
-    n_cameras, n = v_depths_cn.shape
+def project_backward(g_start, g_end, means_n3, quats_n4, scales_n3, viewmats_c44, cams_c8, near_plane, v_means2d_cn2,
+                     v_cov2d_cn3, v_depths_cn, v_means_n3, v_quats_n4, v_scales_n3, v_viewmats_c44):
+    """Accumulate the gradients of sum(v_means2d * means2d) + sum(v_cov2d * cov2d) + sum(v_depths * depths) over
+    Gaussians [g_start, g_end) into the (zero-initialised) v_means, v_quats, v_scales (their rows g) and
+    v_viewmats (rows 0-2; a caller splitting the Gaussians gives each range its own, summed afterwards)."""
+    n_cameras = v_depths_cn.shape[0]
     q_hat, rot, m, sigma = np.empty(4), np.empty((3, 3)), np.empty((3, 3)), np.empty((3, 3))
     p, sigma_c, tmp = np.empty(3), np.empty((3, 3)), np.empty((3, 3))
     jac, g2, v_jac = np.zeros((2, 3)), np.empty((2, 2)), np.empty((2, 3))
     v_sc, v_sigma, v_p, js = np.empty((3, 3)), np.empty((3, 3)), np.empty(3), np.empty((2, 3))
     v_m, v_rot, rs, vr = np.empty((3, 3)), np.empty((3, 3)), np.empty((3, 3)), np.empty((3, 3))
-    for g in range(n):
+    for g in range(g_start, g_end):
         norm = _world_covariance(quats_n4[g], scales_n3[g], q_hat, rot, m, sigma)
         v_sigma[:, :] = 0.0
         for c in range(n_cameras):
