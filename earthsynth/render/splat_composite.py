@@ -11,6 +11,7 @@ at 100k Gaussians; the kernels here keep only the final transmittance and the la
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -110,7 +111,7 @@ def _reduce(ids, grad_isect, n_flat: int, n_threads: int) -> np.ndarray:
         return out
     with ThreadPoolExecutor(max_workers=bounds.size - 1) as pool:
         for future in [pool.submit(kern.reduce_intersections, ids, grad_isect, int(lo), int(hi), out)
-                       for lo, hi in zip(bounds[:-1], bounds[1:])]:
+                       for lo, hi in itertools.pairwise(bounds)]:
             future.result()
     return out
 

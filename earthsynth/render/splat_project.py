@@ -15,9 +15,8 @@ Ks here are in gsplat's pixel convention (pixel centres at x + 0.5); the public 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
