@@ -1,11 +1,10 @@
 """The MetaEarth part of the demo: a 300 x 300 px map at 64 m/px of the synthetic landscape around the demo
 scene, refined by the shipped model in two cascaded x4 stages (64 -> 16 -> 4 m/px), each a tiled, streamed COG.
 
-Stage 1 refines the map's centred 128 x 128 px (8.2 km) into 512 x 512 px at 16 m/px; stage 2 refines its centred
-192 x 192 px (3.1 km) into 768 x 768 px at 4 m/px. Each x4 stage multiplies the pixel count by 16, so the finest
-level covers a part of the map. On the 2 CPU cores (nothing else running) the whole mosaic takes ~2.5 min, stage 2
-(121 windows x 5 DDIM steps) ~95 s; all of stage 1 at 4 m/px would be 961 windows, ~8 x that. Interrupted runs
-resume band by band.
+Stage 1 refines the map's centred 128 x 128 px (8.2 km) into 512 x 512 px at 16 m/px; stage 2 refines all of it
+into 2048 x 2048 px at 4 m/px (8.2 km). Each x4 stage multiplies the pixel count by 16, so the finest level covers
+a part of the map. Stage 2 is 961 windows of 128 px x 5 DDIM steps: ~13 min on the 2 CPU cores with nothing else
+running (a 768 px centre, 121 windows, took ~95 s). Interrupted runs resume band by band.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ class DemoMosaicConfig:
     landscape_seed: int = 1007    # a landscape the shipped model never saw (it trained on seeds 0..9), with forest,
                                   # town, grass and sea near the centre (1000..1006 are mostly one biome at 19 km)
     stage1_crop_px: int = 128     # -> 512 x 512 px at 16 m/px
-    stage2_crop_px: int = 192     # -> 768 x 768 px at 4 m/px
+    stage2_crop_px: int = 512     # all of stage 1 -> 2048 x 2048 px at 4 m/px
     steps: int = 5                # DDIM steps per window (strength 0.6 of the residual model: see sample.py;
                                   # benchmarks/sample_quality.py: 5 steps keep ~90 % of the texture of 10)
     window_px: int = 128          # twice the training crop: ~2x fewer model evaluations per pixel than 64
