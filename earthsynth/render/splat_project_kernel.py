@@ -124,7 +124,7 @@ def project_backward(g_start, g_end, means_n3, quats_n4, scales_n3, viewmats_c44
     p, sigma_c, tmp = np.empty(3), np.empty((3, 3)), np.empty((3, 3))
     jac, g2, v_jac = np.zeros((2, 3)), np.empty((2, 2)), np.empty((2, 3))
     v_sc, v_sigma, v_p, js = np.empty((3, 3)), np.empty((3, 3)), np.empty(3), np.empty((2, 3))
-    v_m, v_rot, rs, vr = np.empty((3, 3)), np.empty((3, 3)), np.empty((3, 3)), np.empty((3, 3))
+    v_m, v_rot, vr = np.empty((3, 3)), np.empty((3, 3)), np.empty((3, 3))
     for g in range(g_start, g_end):
         norm = _world_covariance(quats_n4[g], scales_n3[g], q_hat, rot, m, sigma)
         v_sigma[:, :] = 0.0
@@ -159,16 +159,16 @@ def project_backward(g_start, g_end, means_n3, quats_n4, scales_n3, viewmats_c44
             v_p[2] = v_depths_cn[c, g] + (v_z if p[2] >= near_plane else 0.0)
             for i in range(3):
                 for j in range(3):
-                    rs[i, j] = view[i, 0] * sigma[0, j] + view[i, 1] * sigma[1, j] + view[i, 2] * sigma[2, j]
                     vr[i, j] = v_sc[i, 0] * view[0, j] + v_sc[i, 1] * view[1, j] + v_sc[i, 2] * view[2, j]
             for i in range(3):
                 # v_mean = R_c^T v_p
                 v_means_n3[g, i] += view[0, i] * v_p[0] + view[1, i] * v_p[1] + view[2, i] * v_p[2]
                 v_viewmats_c44[c, i, 3] += v_p[i]
                 for j in range(3):
-                    # v_R_c = 2 v_sigma_c (R_c sigma) + v_p mean^T;  v_sigma += R_c^T (v_sigma_c R_c)
-                    v_viewmats_c44[c, i, j] += 2.0 * (v_sc[i, 0] * rs[0, j] + v_sc[i, 1] * rs[1, j]
-                                                      + v_sc[i, 2] * rs[2, j]) + v_p[i] * means_n3[g, j]
+                    # v_R_c = 2 v_sigma_c (R_c sigma) + v_p mean^T (tmp = R_c sigma, from _camera);
+                    # v_sigma += R_c^T (v_sigma_c R_c)
+                    v_viewmats_c44[c, i, j] += 2.0 * (v_sc[i, 0] * tmp[0, j] + v_sc[i, 1] * tmp[1, j]
+                                                      + v_sc[i, 2] * tmp[2, j]) + v_p[i] * means_n3[g, j]
                     v_sigma[i, j] += view[0, i] * vr[0, j] + view[1, i] * vr[1, j] + view[2, i] * vr[2, j]
         # sigma = m m^T, m = rot diag(s)
         for i in range(3):
