@@ -207,3 +207,7 @@ _add_generate_app()
 
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())
+
+
+if __name__ == "__main__":   # python -m earthsynth.cli (scripts/finetune_restorer.sh)
+    main()

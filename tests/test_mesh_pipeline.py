@@ -58,6 +58,13 @@ def test_mesh_pipeline_writes_every_stage(tiny_scene, tmp_path):
     # a second run reuses every completed stage
     again = run_mesh(tiny_scene, out, tiny_config(), progress=False, log=lambda _: None, refiner=HalfwayToGrey())
     assert again.metrics["seconds"]["geometry"] < 5.0 and again.metrics["seconds"]["texture"] < 5.0
+    assert json.loads((out / "refine" / "refine.json").read_text()) == refine_meta
+    # ... but not a refinement made with other weights of the same refiner
+    retrained = HalfwayToGrey()
+    retrained.fingerprint = lambda: "other weights"
+    run_mesh(tiny_scene, out, tiny_config(), progress=False, log=lambda _: None, refiner=retrained)
+    redone = json.loads((out / "refine" / "refine.json").read_text())
+    assert redone["inputs"]["refiner_weights"] == "other weights" and redone["seconds"] != refine_meta["seconds"]
 
 
 def test_mesh_pipeline_needs_cameras(tmp_path, tiny_scene):

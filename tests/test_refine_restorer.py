@@ -114,6 +114,15 @@ def test_config_json_round_trips_and_rejects_unknown_keys():
         PairDataConfig(val_world_seed=3)   # a training world cannot be the validation world
 
 
+def test_fingerprint_names_the_weights():
+    a, b = Restorer(_random_net(seed=0)), Restorer(_random_net(seed=0))
+    assert a.fingerprint() == b.fingerprint() and len(a.fingerprint()) == 64
+    with torch.no_grad():
+        b.net.conv_out.bias.add_(1e-3)
+    assert a.fingerprint() != b.fingerprint()
+    assert Restorer(_random_net(seed=1)).fingerprint() != a.fingerprint()
+
+
 def test_save_load_round_trip(tmp_path):
     net = _random_net()
     images = torch.rand(2, 30, 26, 3)

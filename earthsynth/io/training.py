@@ -302,15 +302,19 @@ def read_config_file(path: Path, from_dict: Callable[[dict], object]):
 
 
 def run_export_cli(argv: list[str] | None, *, description: str, out_help: str,
-                   export: Callable[[Path, Path | None], dict], status: Callable[[Path], dict],
-                   status_indent: int | None = None) -> None:
+                   export: Callable[..., dict], status: Callable[[Path], dict],
+                   status_indent: int | None = None, checkpoint_help: str | None = None) -> None:
     """`python -m <exporter> RUN_DIR [--out DIR] [--status]`: print export(RUN_DIR, DIR) or status(RUN_DIR)
-    as one JSON document (the status indented by `status_indent`)."""
+    as one JSON document (the status indented by `status_indent`). With `checkpoint_help`, a `--checkpoint`
+    option is passed on as export(..., checkpoint=NAME)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("run_dir", type=Path, help="training run folder (with checkpoints/)")
     parser.add_argument("--out", type=Path, help=out_help)
     parser.add_argument("--status", action="store_true", help="only report the run's progress")
+    if checkpoint_help:
+        parser.add_argument("--checkpoint", default=None, help=checkpoint_help)
     args = parser.parse_args(argv)
     with exit_on_user_error():
-        result = status(args.run_dir) if args.status else export(args.run_dir, args.out)
+        chosen = {"checkpoint": args.checkpoint} if getattr(args, "checkpoint", None) else {}
+        result = status(args.run_dir) if args.status else export(args.run_dir, args.out, **chosen)
     print(json.dumps(result, indent=status_indent if args.status else None))

@@ -124,18 +124,19 @@ def run_refine_stage(scene, mesh, texture_meta: dict, out_dir: Path, config: Mes
     from earthsynth.io.atomic import atomic_dir
     from earthsynth.io.mesh import read_glb, write_glb
     from earthsynth.mesh.refinement import refine_texture
+    from earthsynth.mesh.uav_path import flight_ground_z
     from earthsynth.refine.restorer import load_default_restorer
 
-    inputs = {"texture": texture_meta.get("inputs"), "refinement": asdict(config.refinement),
-              "refiner": config.refiner if refiner is None else getattr(refiner, "name", type(refiner).__name__)}
-    if (meta := _stage_done(out_dir / "refine.json", inputs)) is not None:
-        return read_glb(out_dir / "mesh.glb")[0], meta
     started = time.perf_counter()
     refiner = refiner if refiner is not None else load_default_restorer(device=device)
-    ground_z = float(scene.height_range[0]) - float(scene.origin.get("alt", 0.0))
-    ground_z = max(ground_z, float(mesh.vertices_n3[:, 2].min()))
+    fingerprint = getattr(refiner, "fingerprint", None)     # new weights must not reuse the old refinement
+    inputs = {"texture": texture_meta.get("inputs"), "refinement": asdict(config.refinement),
+              "refiner": getattr(refiner, "name", type(refiner).__name__),
+              "refiner_weights": fingerprint() if callable(fingerprint) else None}
+    if (meta := _stage_done(out_dir / "refine.json", inputs)) is not None:
+        return read_glb(out_dir / "mesh.glb")[0], meta
     with atomic_dir(out_dir) as tmp:
-        result = refine_texture(mesh, refiner, ground_z=ground_z, bounds_xy=scene.bounds_enu,
+        result = refine_texture(mesh, refiner, ground_z=flight_ground_z(scene, mesh), bounds_xy=scene.bounds_enu,
                                 texture_config=config.texture, config=config.refinement, device=device,
                                 progress=progress, keep_dir=tmp)
         meta = {"inputs": inputs, "seconds": time.perf_counter() - started, "refiner": refiner.name,

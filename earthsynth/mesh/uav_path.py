@@ -44,16 +44,32 @@ def uav_cameras(bounds_xy, ground_z: float, config: UAVPathConfig = UAVPathConfi
     mx, my = (x1 - x0) * config.margin_frac, (y1 - y0) * config.margin_frac
     xs = np.linspace(x0 + mx, x1 - mx, nx) if nx > 1 else np.array([(x0 + x1) / 2])
     ys = np.linspace(y1 - my, y0 + my, ny) if ny > 1 else np.array([(y0 + y1) / 2])
-    reach = config.altitude_m / np.tan(np.radians(config.pitch_deg))   # ground distance to the look-at point
     cameras = {}
     for r, y in enumerate(ys):
         for c, x in enumerate(xs):
-            eye = np.array([x, y, ground_z + config.altitude_m])
             for heading in config.headings_deg:
-                h = np.radians(heading)
-                forward = np.array([np.sin(h), np.cos(h), 0.0])
-                target = np.array([x, y, ground_z]) + forward * (reach if reach > 1e-9 else 0.0)
-                up = forward if reach <= 1e-9 else (0.0, 0.0, 1.0)   # straight down: image up = the heading
-                cameras[f"uav_r{r}_c{c}_h{int(round(heading)):03d}"] = Camera.look_at(
-                    eye, target, width=config.size_px, height=config.size_px, fov_x_deg=config.fov_x_deg, up=up)
+                cameras[f"uav_r{r}_c{c}_h{int(round(heading)):03d}"] = uav_camera(
+                    (x, y), ground_z, altitude_m=config.altitude_m, pitch_deg=config.pitch_deg, heading_deg=heading,
+                    size_px=config.size_px, fov_x_deg=config.fov_x_deg)
     return cameras
+
+
+def uav_camera(eye_xy, ground_z: float, *, altitude_m: float, pitch_deg: float, heading_deg: float, size_px: int,
+               fov_x_deg: float) -> Camera:
+    """A square camera at (x, y, ground_z + altitude_m) looking down `pitch_deg` along `heading_deg` (0 = north,
+    90 = east); straight down (90 degrees), the image's up is the heading."""
+    x, y = (float(v) for v in eye_xy)
+    reach = altitude_m / np.tan(np.radians(pitch_deg))   # ground distance to the look-at point
+    h = np.radians(heading_deg)
+    forward = np.array([np.sin(h), np.cos(h), 0.0])
+    eye = np.array([x, y, ground_z + altitude_m])
+    target = np.array([x, y, ground_z]) + forward * (reach if reach > 1e-9 else 0.0)
+    up = forward if reach <= 1e-9 else (0.0, 0.0, 1.0)
+    return Camera.look_at(eye, target, width=size_px, height=size_px, fov_x_deg=fov_x_deg, up=up)
+
+
+def flight_ground_z(scene, mesh) -> float:
+    """The height (ENU metres) UAV altitudes are measured from: the scene's lowest height, or the mesh's lowest
+    point when that is higher (a mesh cropped to a hill)."""
+    ground_z = float(scene.height_range[0]) - float(scene.origin.get("alt", 0.0))
+    return max(ground_z, float(mesh.vertices_n3[:, 2].min()))

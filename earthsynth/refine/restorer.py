@@ -213,6 +213,16 @@ class Restorer:
         self.net.to(device)
         return self
 
+    def fingerprint(self) -> str:
+        """sha256 of the net's config and weights (float32): what a cached stage that used it records, so that
+        other weights invalidate it."""
+        import hashlib
+        digest = hashlib.sha256(self.net.config.to_json().encode())
+        for key, value in sorted(self.net.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
     @torch.no_grad()
     def refine(self, images_bhw3: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
         """(B, H, W, 3) float in [0, 1] -> restored, same shape, dtype and device; computed in float32 on the

@@ -173,7 +173,8 @@ def _shard_jobs(data: PairDataConfig) -> list[tuple[str, int, float, int]]:
     return jobs + [(f"val_{data.val_world_seed}", data.val_world_seed, data.val_world_size_m, data.val_pairs)]
 
 
-def _load_npz(path: Path, data: PairDataConfig) -> PairSet:
+def load_pair_npz(path: Path, data) -> PairSet:
+    """A pair cache written by `save_pair_npz` with the same data config (anything with `to_dict()`)."""
     try:
         with np.load(path) as npz:
             saved = json.loads(str(npz["config"]))
@@ -187,7 +188,7 @@ def _load_npz(path: Path, data: PairDataConfig) -> PairSet:
     return PairSet(degraded, clean)
 
 
-def _save_npz(path: Path, degraded: np.ndarray, clean: np.ndarray, data: PairDataConfig) -> None:
+def save_pair_npz(path: Path, degraded: np.ndarray, clean: np.ndarray, data) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, degraded=degraded, clean=clean, config=json.dumps(data.to_dict()))
@@ -199,7 +200,7 @@ def build_pair_cache(data: PairDataConfig, run_dir: str | Path, *, progress: boo
     run_dir = Path(run_dir)
     train_path, val_path = run_dir / "pairs_train.npz", run_dir / "pairs_val.npz"
     if train_path.is_file() and val_path.is_file():
-        return _load_npz(train_path, data), _load_npz(val_path, data)
+        return load_pair_npz(train_path, data), load_pair_npz(val_path, data)
     parts = run_dir / "pairs_parts"
     jobs = _shard_jobs(data)
     from tqdm.auto import tqdm
@@ -207,20 +208,20 @@ def build_pair_cache(data: PairDataConfig, run_dir: str | Path, *, progress: boo
         shard = parts / f"{name}.npz"
         if shard.is_file():
             try:
-                _load_npz(shard, data)
+                load_pair_npz(shard, data)
                 continue
             except (InputFileError, ConfigError):
                 shard.unlink()
         degraded, clean = render_world_pairs(seed, size_m, count, data.size_px)
-        _save_npz(shard, degraded, clean, data)
-    shards = {name: _load_npz(parts / f"{name}.npz", data) for name, *_ in jobs}
+        save_pair_npz(shard, degraded, clean, data)
+    shards = {name: load_pair_npz(parts / f"{name}.npz", data) for name, *_ in jobs}
     train = [shards[name] for name, *_ in jobs[:-1]]
-    _save_npz(train_path, np.concatenate([s.degraded.permute(0, 2, 3, 1).numpy() for s in train]),
+    save_pair_npz(train_path, np.concatenate([s.degraded.permute(0, 2, 3, 1).numpy() for s in train]),
               np.concatenate([s.clean.permute(0, 2, 3, 1).numpy() for s in train]), data)
     val = shards[jobs[-1][0]]
-    _save_npz(val_path, val.degraded.permute(0, 2, 3, 1).numpy(), val.clean.permute(0, 2, 3, 1).numpy(), data)
+    save_pair_npz(val_path, val.degraded.permute(0, 2, 3, 1).numpy(), val.clean.permute(0, 2, 3, 1).numpy(), data)
     shutil.rmtree(parts, ignore_errors=True)
-    return _load_npz(train_path, data), _load_npz(val_path, data)
+    return load_pair_npz(train_path, data), load_pair_npz(val_path, data)
 
 
 def main(argv: list[str] | None = None) -> None:

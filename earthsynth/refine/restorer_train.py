@@ -29,6 +29,7 @@ from earthsynth.io.atomic import atomic_path, remove_stale_temps
 from earthsynth.io.training import (EMA, add_run_arguments, changed_settings, exit_on_user_error, find_checkpoint,
                                     read_checkpoint, read_config_file, write_checkpoint)
 from earthsynth.refine.restorer import RestorerConfig, RestorerNet
+from earthsynth.refine.mesh_pairs import MeshPairDataConfig, build_mesh_pair_cache
 from earthsynth.refine.restorer_data import AugmentConfig, PairDataConfig, PairSet, build_pair_cache
 from earthsynth.refine.restorer_losses import RandomFeatureLoss, restorer_loss
 
@@ -39,7 +40,9 @@ _RNG_KEY = "torch_rng_state"   # torch's global RNG state, kept in optimizer.saf
 @dataclass(frozen=True)
 class RestorerTrainConfig:
     model: RestorerConfig = RestorerConfig()
-    data: PairDataConfig = PairDataConfig()
+    # world LoD / full-detail pairs (training from scratch) or pairs of the pipeline's own reconstructions
+    # (MeshPairDataConfig: fine-tuning, with init_weights)
+    data: PairDataConfig | MeshPairDataConfig = PairDataConfig()
     augment: AugmentConfig = AugmentConfig()
     steps: int = 20_000                  # planned; training is stopped and exported when validation flattens
     batch_size: int = 8                  # Orbit to Ground: 96
@@ -59,6 +62,7 @@ class RestorerTrainConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     seed: int = 0
+    init_weights: str | None = None      # a restorer weights folder to start from (fine-tuning); None: random
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "crop_px", "checkpoint_every", "keep_checkpoints"):
@@ -85,6 +89,16 @@ class RestorerTrainConfig:
                    checkpoint_every=2, steps=4, ema_decay=0.9)
         return replace(base, **changes)
 
+    @classmethod
+    def mesh_finetune(cls, train_runs, val_runs, init_weights: str, **changes) -> RestorerTrainConfig:
+        """The fine-tuning recipe (earthsynth/weights/restorer/RECIPE.md): from trained weights, on pairs of the
+        pipeline's own reconstructions (refine/mesh_pairs.py), 128 px crops of 256 px views, a 5x lower lr with a
+        cosine decay, no synthetic input degradation (the inputs are real reconstruction renders)."""
+        data = MeshPairDataConfig(train_runs=tuple(map(str, train_runs)), val_runs=tuple(map(str, val_runs)))
+        base = cls(data=data, init_weights=str(init_weights), crop_px=128, learning_rate=1e-4, warmup_steps=0,
+                   lr_schedule="cosine", steps=6000, augment=AugmentConfig(probability=0.0), checkpoint_every=500, keep_checkpoints=20)
+        return replace(base, **changes)
+
     def to_dict(self) -> dict:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
                if k not in _SUB_CONFIGS}
@@ -106,6 +120,8 @@ class RestorerTrainConfig:
                 sub = _SUB_CONFIGS.get(key)
                 if sub is AugmentConfig:
                     kwargs[key] = AugmentConfig(**value)
+                elif key == "data" and isinstance(value, dict) and "train_runs" in value:
+                    kwargs[key] = MeshPairDataConfig.from_dict(value)
                 elif sub is not None:
                     kwargs[key] = sub.from_dict(value)
                 else:
@@ -185,12 +201,15 @@ _RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints")
 
 def _setup(config: RestorerTrainConfig, out_dir: Path, resume: bool, device: torch.device):
     torch.manual_seed(config.seed)   # the initial weights (drawn on the CPU: the same on every device)
-    model = RestorerNet(config.model).to(device)
+    model = RestorerNet(config.model)
+    checkpoint = find_checkpoint(out_dir)
+    if config.init_weights is not None and checkpoint is None:
+        model.load_state_dict(_init_state(config))
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=config.adam_betas,
                                   weight_decay=config.weight_decay)
     # the restorer's EMA (and its ema.safetensors) holds the whole state dict, not only its floating-point part
     ema = EMA(model, config.ema_decay, floating_only=False) if config.ema_decay > 0 else None
-    checkpoint = find_checkpoint(out_dir)
     if checkpoint is None:
         return model, optimizer, ema, 0, []
     if not resume:
@@ -203,6 +222,15 @@ def _setup(config: RestorerTrainConfig, out_dir: Path, resume: bool, device: tor
                           hint="use another run folder for another recipe")
     step, history = load_checkpoint(checkpoint, model, ema, optimizer)   # the EMA stays on `device`
     return model, optimizer, ema, step, history
+
+
+def _init_state(config: RestorerTrainConfig) -> dict:
+    """The state dict of config.init_weights, checked against config.model."""
+    net = RestorerNet.from_pretrained(config.init_weights)
+    if net.config != config.model:
+        raise ConfigError(f"init_weights {config.init_weights} hold a {net.config}, not the configured "
+                          f"{config.model}", hint="set model to the init weights' config (their config.json)")
+    return net.state_dict()
 
 
 def _train_step(config, model, optimizer, random_features, train_set: PairSet, step: int) -> float:
@@ -247,7 +275,10 @@ def train(config: RestorerTrainConfig, out_dir: str | Path, *, resume: bool = Fa
     device = _usable_device(device)
     out_dir = Path(out_dir)
     remove_stale_temps(out_dir / "checkpoints")   # half-written checkpoints of a killed run
-    train_set, val_set = pairs if pairs is not None else build_pair_cache(config.data, out_dir, progress=progress)
+    if pairs is None:
+        build = build_mesh_pair_cache if isinstance(config.data, MeshPairDataConfig) else build_pair_cache
+        pairs = build(config.data, out_dir, progress=progress)
+    train_set, val_set = pairs
     model, optimizer, ema, step, history = _setup(config, out_dir, resume, device)
     with atomic_path(out_dir / "config.json") as tmp:
         tmp.write_text(json.dumps(config.to_dict(), indent=1))
