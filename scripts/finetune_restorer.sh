@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 WORLDS_DIR="${WORLDS_DIR:-runs/restorer_mesh_worlds}"
 RUN_DIR="${RUN_DIR:-runs/restorer_mesh}"
 INIT_COMMIT="${INIT_COMMIT:-f232c7a}"
-TRAIN_WORLDS=(10:200 11:200)     # seed:size_m; never a scene the benchmarks score (seeds 0-2)
+TRAIN_WORLDS=(10:200 11:200 13:200 14:200)   # seed:size_m; never a scene the benchmarks score (seeds 0-2)
 VAL_WORLDS=(12:150)
 runs_of() { for w in "$@"; do echo "$WORLDS_DIR/run_${w%%:*}"; done; }
 FT_ARGS=(-m earthsynth.refine.restorer_finetune --out "$RUN_DIR" --train-runs $(runs_of "${TRAIN_WORLDS[@]}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +21,15 @@ from earthsynth.refine.restorer_export import export_restorer
 from earthsynth.refine.restorer_losses import RandomFeatureLoss, charbonnier
 from earthsynth.refine.restorer_train import RestorerTrainConfig, evaluate_pairs, learning_rate_at, train
 
-# A world the shipped weights never saw: training used seeds 0-7 and validation 1000 (RestorerTrainConfig()).
+# A world no restorer run used (training seeds 0-7, validation 1000): pairs for the training tests.
 HELD_OUT_SEED, HELD_OUT_SIZE_M, HELD_OUT_PAIRS = 4242, 100.0, 5
-# Measured on these 5 pairs with the shipped weights (RECIPE.md): 23.96 -> 26.07 dB (+2.11 dB), SSIM 0.719 -> 0.799
-# (the previous, shorter CPU run: +1.70 dB); the test asks for a bit less than the shipped gain.
-SHIPPED_MIN_GAIN_DB = 1.8
+# 8 (reconstruction render, truth render) pairs of a scene the fine-tuning never saw (it trained on worlds 10, 11,
+# 13, 14 and validated on 12): the basic texture of `benchmarks/appearance.py --seeds 2 --size 200`, rendered with
+# `python -m earthsynth.refine.mesh_pairs RUN --count 8 --seed 0`. Measured (RECIPE.md): the world-pair weights
+# 23.69 -> 23.82 dB, SSIM 0.824 -> 0.821 (sharper, not closer); the shipped fine-tuned weights 23.69 -> 24.39 dB,
+# SSIM 0.824 -> 0.855. The test asks for a bit less than the shipped gains.
+HELD_OUT_MESH_PAIRS = Path(__file__).parent / "data" / "heldout_mesh_pairs.npz"
+SHIPPED_MIN_GAIN_DB, SHIPPED_MIN_SSIM_GAIN = 0.5, 0.02
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # timings stay sane on 2 cores
@@ -245,18 +250,19 @@ def test_export_writes_the_float16_ema(tmp_path, held_out_pairs):
 # the shipped weights
 # ---------------------------------------------------------------------------------------------------------------
 
-def test_shipped_weights_load_and_restore_a_held_out_world(held_out_pairs):
+def test_shipped_weights_bring_a_held_out_reconstruction_closer_to_its_truth():
     weights = DEFAULT_WEIGHTS_DIR / "model.safetensors"
     assert weights.stat().st_size <= 4 * 1024 * 1024
     training = json.loads((DEFAULT_WEIGHTS_DIR / "config.json").read_text())["training"]
-    assert training["dtype"] == "float16"
-    assert HELD_OUT_SEED not in RestorerTrainConfig().data.train_world_seeds
+    assert training["dtype"] == "float16" and training["init_weights"]     # fine-tuned from the world-pair run
     restorer = load_default_restorer()
     assert 1_000_000 <= restorer.net.num_parameters() <= 2_000_000
-    degraded, clean = held_out_pairs.all()
+    with np.load(HELD_OUT_MESH_PAIRS) as npz:
+        pairs = PairSet(npz["degraded"], npz["clean"])
+    degraded, clean = pairs.all()
     scores = evaluate_pairs(restorer.net, degraded, clean)
     assert scores["psnr_restored"] > scores["psnr_degraded"] + SHIPPED_MIN_GAIN_DB, scores
-    assert scores["ssim_restored"] > scores["ssim_degraded"], scores
+    assert scores["ssim_restored"] > scores["ssim_degraded"] + SHIPPED_MIN_SSIM_GAIN, scores
     images = degraded.permute(0, 2, 3, 1)
     assert torch.equal(restorer.refine(images), restorer.refine(images))
 

@@ -30,7 +30,7 @@ from earthsynth.errors import ConfigError, InputFileError, SceneError
 
 @dataclass(frozen=True)
 class MeshPairConfig:
-    views_per_run: int = 100
+    views_per_run: int = 50
     val_views_per_run: int = 40
     size_px: int = 256                               # the UAV views' size (mesh/uav_path.py)
     # eye heights above the ground: around the refinement's UAV flight (100 m) and the test views (80, 160 m)
@@ -179,3 +179,30 @@ def build_mesh_pair_cache(data: MeshPairDataConfig, run_dir: str | Path, *, prog
                       np.concatenate([s.clean.permute(0, 2, 3, 1).numpy() for s in sets]), data)
     shutil.rmtree(parts, ignore_errors=True)
     return load_pair_npz(paths["train"], data), load_pair_npz(paths["val"], data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m earthsynth.refine.mesh_pairs RUN --count N --out pairs.npz`: the pairs of one run, on their own
+    (e.g. a held-out set to score a restorer on: tests/data/heldout_mesh_pairs.npz was made so)."""
+    import argparse
+
+    from earthsynth.io.atomic import atomic_path
+    from earthsynth.io.training import exit_on_user_error
+    parser = argparse.ArgumentParser(description="Render (reconstruction, truth) view pairs of an earthsynth mesh run.")
+    parser.add_argument("run", type=Path, help="earthsynth mesh run folder of a synthetic scene")
+    parser.add_argument("--out", type=Path, required=True, help=".npz with uint8 degraded / clean (N, H, W, 3)")
+    parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    with exit_on_user_error():
+        config = MeshPairConfig()
+        degraded, clean = render_run_pairs(args.run, config, count=args.count, seed=args.seed, progress=True)
+        with atomic_path(args.out) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, degraded=degraded, clean=clean, config=json.dumps(
+                    {"run": str(args.run), "count": args.count, "seed": args.seed, "pairs": asdict(config)}))
+    print(json.dumps({"pairs": int(len(degraded)), "out": str(args.out)}))
+
+
+if __name__ == "__main__":
+    main()

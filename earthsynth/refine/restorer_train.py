@@ -96,7 +96,7 @@ class RestorerTrainConfig:
         cosine decay, no synthetic input degradation (the inputs are real reconstruction renders)."""
         data = MeshPairDataConfig(train_runs=tuple(map(str, train_runs)), val_runs=tuple(map(str, val_runs)))
         base = cls(data=data, init_weights=str(init_weights), crop_px=128, learning_rate=1e-4, warmup_steps=0,
-                   lr_schedule="cosine", steps=6000, augment=AugmentConfig(probability=0.0), checkpoint_every=500, keep_checkpoints=20)
+                   lr_schedule="cosine", steps=1500, augment=AugmentConfig(probability=0.0), checkpoint_every=250, keep_checkpoints=10)
         return replace(base, **changes)
 
     def to_dict(self) -> dict:
