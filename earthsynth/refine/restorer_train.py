@@ -28,8 +28,8 @@ from earthsynth.errors import ConfigError
 from earthsynth.io.atomic import atomic_path, remove_stale_temps
 from earthsynth.io.training import (EMA, add_run_arguments, changed_settings, exit_on_user_error, find_checkpoint,
                                     read_checkpoint, read_config_file, write_checkpoint)
-from earthsynth.refine.restorer import RestorerConfig, RestorerNet
 from earthsynth.refine.mesh_pairs import MeshPairDataConfig, build_mesh_pair_cache
+from earthsynth.refine.restorer import RestorerConfig, RestorerNet
 from earthsynth.refine.restorer_data import AugmentConfig, PairDataConfig, PairSet, build_pair_cache
 from earthsynth.refine.restorer_losses import RandomFeatureLoss, restorer_loss
 
@@ -96,7 +96,8 @@ class RestorerTrainConfig:
         cosine decay, no synthetic input degradation (the inputs are real reconstruction renders)."""
         data = MeshPairDataConfig(train_runs=tuple(map(str, train_runs)), val_runs=tuple(map(str, val_runs)))
         base = cls(data=data, init_weights=str(init_weights), crop_px=128, learning_rate=1e-4, warmup_steps=0,
-                   lr_schedule="cosine", steps=1500, augment=AugmentConfig(probability=0.0), checkpoint_every=250, keep_checkpoints=10)
+                   lr_schedule="cosine", steps=1500, augment=AugmentConfig(probability=0.0), checkpoint_every=250,
+                   keep_checkpoints=10)
         return replace(base, **changes)
 
     def to_dict(self) -> dict:
